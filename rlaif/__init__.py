@@ -1,0 +1,29 @@
+"""rlaif: AI-feedback preference labeling.
+
+    from rlaif import load_pairs, PromptTemplate, TransformersBackend, label_pairs, summarize
+"""
+
+from rlaif.backends.base import LabelBackend, LabelTokenError
+from rlaif.label_store import read_labels
+from rlaif.labeler import label_pairs
+from rlaif.loaders import load_pairs
+from rlaif.models import DEFAULT_MODEL, resolve_model
+from rlaif.pairs import TIE, DataError, PreferencePair
+from rlaif.report import format_report, summarize
+from rlaif.soft_labels import swap_average
+from rlaif.templates import PromptTemplate, list_tasks
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # torch and transformers load only when the backend is asked for.
+    if name == "TransformersBackend":
+        from rlaif.backends.transformers_backend import TransformersBackend
+        return TransformersBackend
+    raise AttributeError(f"module 'rlaif' has no attribute {name!r}")
+
+
+__all__ = ["DEFAULT_MODEL", "TIE", "DataError", "LabelBackend", "LabelTokenError", "PreferencePair",
+           "PromptTemplate", "TransformersBackend", "format_report", "label_pairs", "list_tasks",
+           "load_pairs", "read_labels", "resolve_model", "summarize", "swap_average"]

@@ -1,0 +1,30 @@
+"""The interface every labeling engine implements (transformers now; vLLM and HTTP servers later)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+class LabelTokenError(ValueError):
+    """A candidate label that does not come out as one token after the prompt."""
+
+
+@runtime_checkable
+class LabelBackend(Protocol):
+    """What the labeler needs from an engine."""
+
+    def label_logprobs(self, prompts: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+        """log P(label | prompt) for each prompt and candidate label: shape [len(prompts), len(labels)].
+
+        Normalized over the whole vocabulary, so ``exp`` of a row's sum is the
+        probability mass the model puts on the candidates.
+        """
+
+    def chat_prompt(self, message: str, reply_prefix: str) -> str:
+        """``message`` as a user turn in the model's chat template, the reply started with ``reply_prefix``."""
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything about the engine that changes the numbers (model, revision, dtype, ...)."""

@@ -1,0 +1,157 @@
+"""Command line: ``rlaif label``, ``rlaif report``, ``rlaif templates``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from typing import Any
+
+from rlaif.loaders import DEFAULT_TASK, FORMATS, GENERIC_FORMATS
+from rlaif.models import DEFAULT_MODEL
+
+
+def _mapping(text: str | None, what: str) -> dict[str, str] | None:
+    """Parse ``a=b,c=d`` into a dict."""
+    if not text:
+        return None
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    if any(len(p) != 2 for p in pairs):
+        raise SystemExit(f"error: {what} must look like key=value,key=value; got {text!r}")
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def _label_map(text: str | None) -> dict[Any, int] | None:
+    """``--label-map 0=1,1=2,tie=0``: data value -> 1, 2 or 0 (tie); numbers match numbers and strings."""
+    raw = _mapping(text, "--label-map")
+    if raw is None:
+        return None
+    result: dict[Any, int] = {}
+    for key, value in raw.items():
+        if value not in ("0", "1", "2"):
+            raise SystemExit(f"error: --label-map values must be 1, 2 or 0 (tie); got {key}={value}")
+        result[key] = int(value)
+        if key.lstrip("-").isdigit():
+            result[int(key)] = int(value)
+    return result
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from rlaif.backends.transformers_backend import TransformersBackend
+    from rlaif.labeler import label_pairs
+    from rlaif.loaders import load_pairs
+    from rlaif.report import format_report, summarize
+    from rlaif.templates import PromptTemplate
+
+    task = args.task or DEFAULT_TASK.get(args.format)
+    if task is None:
+        raise SystemExit(f"error: --task is required for --format {args.format} "
+                         "(see `rlaif templates` for the tasks that ship)")
+    template = PromptTemplate(task, args.preamble, args.templates)
+    pairs = load_pairs(args.data, args.format, limit=args.limit, seed=args.seed,
+                       columns=_mapping(args.columns, "--columns"), label_map=_label_map(args.label_map),
+                       skip_bad=args.skip_bad, split=args.split)
+    if pairs.skipped:
+        print(f"skipped {len(pairs.skipped)} bad record(s); first: {pairs.skipped[0]}", file=sys.stderr)
+    if not pairs:
+        raise SystemExit(f"error: no pairs loaded from {args.data}")
+    started = time.time()
+    backend = TransformersBackend.from_pretrained(args.model, dtype=args.dtype, device=args.device,
+                                                  batch_size=args.batch_size)
+    print(f"model: {backend.source}; template: {template.name}; {len(pairs)} pairs", file=sys.stderr)
+    labels = label_pairs(pairs, backend, template, chat_template=args.chat_template, out=args.out,
+                         fresh=args.fresh, progress=not args.quiet)
+    print(f"wrote {len(labels)} rows to {args.out} in {time.time() - started:.0f} s", file=sys.stderr)
+    print(format_report(summarize(labels)))
+    return 0
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    return value
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from rlaif.label_store import read_labels
+    from rlaif.report import format_report, summarize
+
+    summary = summarize(read_labels(args.labels))
+    print(json.dumps(_json_safe(summary), indent=2) if args.json else format_report(summary))
+    return 0
+
+
+def cmd_templates(args: argparse.Namespace) -> int:
+    from rlaif.templates import PromptTemplate, list_tasks
+
+    for task, description in list_tasks(args.templates).items():
+        template = PromptTemplate(task, template_dir=args.templates)
+        flip = " (asks which is MORE harmful; flipped)" if template.asks_more_harmful else ""
+        print(f"{task:15s} labels {'/'.join(template.labels)}{flip}  {description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rlaif", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    label = commands.add_parser("label", help="label preference pairs with an LLM, in both orders")
+    label.add_argument("--data", required=True, help="file, folder, or Hugging Face hub name")
+    label.add_argument("--format", required=True, choices=sorted(FORMATS) + list(GENERIC_FORMATS))
+    label.add_argument("--task", help=f"template task (default per format: {DEFAULT_TASK})")
+    label.add_argument("--preamble", default="base", choices=["base", "detailed"])
+    label.add_argument("--templates", help="folder of your own task templates (default: the shipped ones)")
+    label.add_argument("--model", default=DEFAULT_MODEL,
+                       help=f"embedded name ({DEFAULT_MODEL}), local folder, .gguf file or hub name")
+    label.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    label.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    label.add_argument("--limit", type=int, help="label only the first N pairs")
+    label.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass")
+    label.add_argument("--seed", type=int, default=0, help="seeds the chosen/rejected position coin flip")
+    label.add_argument("--out", required=True, help="labels file, .jsonl or .parquet")
+    chat = label.add_mutually_exclusive_group()
+    chat.add_argument("--chat-template", dest="chat_template", action="store_true", default=True,
+                      help="wrap the prompt in the model's chat template (default)")
+    chat.add_argument("--no-chat-template", dest="chat_template", action="store_false",
+                      help="send the prompt as plain text")
+    resume = label.add_mutually_exclusive_group()
+    resume.add_argument("--resume", dest="fresh", action="store_false", default=False,
+                        help="skip pairs already in --out from the same run (the default)")
+    resume.add_argument("--fresh", dest="fresh", action="store_true", help="discard --out and start over")
+    label.add_argument("--columns", help="generic formats: field=column,... (fields: id, context, "
+                                         "response_1, response_2, label, chosen, rejected, task)")
+    label.add_argument("--label-map", help="generic formats: value=1|2|0,... (0 = tie), e.g. 0=1,1=2")
+    label.add_argument("--skip-bad", action="store_true", help="skip bad records (counted) instead of stopping")
+    label.add_argument("--split", default="train", help="split, for hub names and folders")
+    label.add_argument("--quiet", action="store_true", help="no progress bar")
+    label.set_defaults(func=cmd_label)
+
+    report = commands.add_parser("report", help="agreement with human labels, position bias, candidate mass")
+    report.add_argument("labels", help="labels file written by `rlaif label`")
+    report.add_argument("--json", action="store_true", help="print one JSON object")
+    report.set_defaults(func=cmd_report)
+
+    templates = commands.add_parser("templates", help="list the labeling tasks and their templates")
+    templates.add_argument("--templates", help="folder of your own task templates")
+    templates.set_defaults(func=cmd_templates)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from rlaif.pairs import DataError
+    from rlaif.templates import TemplateError
+
+    try:
+        return args.func(args)
+    except (DataError, TemplateError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

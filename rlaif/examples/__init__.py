@@ -1,0 +1,1 @@
+"""The small example set shipped with rlaif (examples.jsonl)."""

@@ -1,0 +1,125 @@
+"""Where finished labels go: appended to disk as they complete, so an interrupted run resumes.
+
+The journal is a JSONL file (the output itself for ``.jsonl``; ``OUT.partial.jsonl``
+for ``.parquet``, converted atomically at the end). Each batch is flushed and
+fsynced; a line cut off by a crash is dropped on the next start. Rows carry a
+``run_id`` (hash of model, template and settings): resuming into a file written
+by a different run is refused rather than mixing labels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+OUTPUT_SUFFIXES = (".jsonl", ".parquet")
+
+
+class StoreError(RuntimeError):
+    """An output file that cannot be resumed into as asked."""
+
+
+def _journal_path(out: Path) -> Path:
+    return out if out.suffix == ".jsonl" else out.with_name(out.name + ".partial.jsonl")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path``, fsync, then rename over it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_journal(path: Path, *, repair: bool = True) -> list[dict[str, Any]]:
+    """Complete rows of a journal; a trailing partial line (a crash mid-write) is ignored,
+    and with ``repair`` also cut off on disk."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    complete = data[:data.rfind(b"\n") + 1]
+    rows = []
+    for line_no, line in enumerate(complete.splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise StoreError(f"{path}: line {line_no} is not valid JSON ({exc.msg}); "
+                                 "it was not written by rlaif, or was edited: use --fresh to start over") from None
+    if repair and len(complete) != len(data):
+        atomic_write_bytes(path, complete)
+    return rows
+
+
+class LabelStore:
+    """Appends rows to the journal; ``done`` holds the rows of earlier runs with the same run_id."""
+
+    def __init__(self, out: str | Path, run_id: str, *, fresh: bool = False):
+        self.out = Path(out)
+        if self.out.suffix not in OUTPUT_SUFFIXES:
+            raise StoreError(f"{self.out}: output must end in {' or '.join(OUTPUT_SUFFIXES)}")
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.journal = _journal_path(self.out)
+        self.run_id = run_id
+        if fresh:
+            self.journal.unlink(missing_ok=True)
+            self.out.unlink(missing_ok=True)
+        self.done: dict[str, dict[str, Any]] = {}
+        for row in read_journal(self.journal):
+            if row.get("run_id") != run_id:
+                raise StoreError(
+                    f"{self.journal} holds labels from another run (model, template or settings differ: "
+                    f"run_id {row.get('run_id')} vs {run_id}); pass --fresh to overwrite, or another --out")
+            self.done[row["id"]] = row
+
+    def append(self, rows: Iterable[dict[str, Any]]) -> None:
+        lines = b"".join(json.dumps(row, ensure_ascii=False).encode() + b"\n" for row in rows)
+        with open(self.journal, "ab") as handle:
+            handle.write(lines)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def finish(self, rows: list[dict[str, Any]]) -> None:
+        """Write the final output (all rows, in input order) atomically."""
+        if self.out.suffix == ".parquet":
+            frame = pd.DataFrame(rows)
+            frame["metadata"] = frame["metadata"].map(lambda m: json.dumps(m, ensure_ascii=False))
+            fd, tmp = tempfile.mkstemp(dir=self.out.parent, prefix=f".{self.out.name}.", suffix=".tmp")
+            os.close(fd)
+            try:
+                frame.to_parquet(tmp, index=False)
+                os.replace(tmp, self.out)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            self.journal.unlink(missing_ok=True)
+        else:
+            atomic_write_bytes(self.out, b"".join(
+                json.dumps(row, ensure_ascii=False).encode() + b"\n" for row in rows))
+
+
+def read_labels(path: str | Path) -> pd.DataFrame:
+    """A labels file (JSONL or Parquet) as a DataFrame, one row per pair."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such labels file")
+    if path.suffix == ".parquet":
+        frame = pd.read_parquet(path)
+        if "metadata" in frame:
+            frame["metadata"] = frame["metadata"].map(json.loads)
+        return frame
+    if path.suffix != ".jsonl":
+        raise StoreError(f"{path}: labels files are .jsonl or .parquet")
+    return pd.DataFrame(read_journal(path, repair=False))

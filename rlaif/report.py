@@ -1,0 +1,73 @@
+"""How well the AI labels agree with human labels, and how much they lean on position."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from rlaif.pairs import TIE
+
+
+def summarize(labels: pd.DataFrame) -> dict[str, Any]:
+    """The report's numbers, from a labels table (one row per pair).
+
+    alignment: share of pairs whose averaged AI choice equals the human choice,
+    over pairs with a human label that is not a tie (human ties and unlabeled
+    pairs are counted, not scored; an exact AI tie counts as a disagreement).
+    position_bias: share of pairs where the labeler preferred the same position
+    in both orders, split into first and second position.
+    """
+    n = len(labels)
+    human = labels["human_choice"] if "human_choice" in labels else pd.Series([None] * n, dtype=object)
+    labeled = human.notna()
+    human_ties = labeled & (human == TIE)
+    scored = labeled & ~human_ties
+    agree = (labels.loc[scored, "ai_choice"].astype(int) == human[scored].astype(int))
+    first = labels["position_first_order"] == 1
+    swapped_first = labels["position_swapped_order"] == 1
+    same_first = int((first & swapped_first).sum())
+    same_second = int((~first & ~swapped_first).sum())
+    return {
+        "pairs": n,
+        "pairs_with_human_label": int(labeled.sum()),
+        "human_ties": int(human_ties.sum()),
+        "pairs_scored": int(scored.sum()),
+        "alignment": float(agree.mean()) if scored.any() else math.nan,
+        "position_bias": {
+            "same_position_both_orders": (same_first + same_second) / n if n else math.nan,
+            "same_first": same_first / n if n else math.nan,
+            "same_second": same_second / n if n else math.nan,
+        },
+        "mean_p_shown_first": float(((labels["p_first_order"] + 1 - labels["p_swapped_order"]) / 2).mean())
+        if n else math.nan,
+        "mean_candidate_mass": float(labels["candidate_mass"].mean()) if n else math.nan,
+        "ai_ties": int((labels["ai_choice"] == TIE).sum()),
+        "models": sorted(labels["model"].unique().tolist()) if "model" in labels else [],
+        "templates": sorted(labels["template"].unique().tolist()) if "template" in labels else [],
+    }
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def format_report(summary: dict[str, Any]) -> str:
+    """A short plain-text table of ``summarize``'s numbers."""
+    bias = summary["position_bias"]
+    lines = [
+        f"model(s)                 {', '.join(summary['models']) or 'n/a'}",
+        f"template(s)              {', '.join(summary['templates']) or 'n/a'}",
+        f"pairs                    {summary['pairs']}",
+        f"  with a human label     {summary['pairs_with_human_label']}",
+        f"  human ties (excluded)  {summary['human_ties']}",
+        f"  scored                 {summary['pairs_scored']}",
+        f"alignment with humans    {_pct(summary['alignment'])}",
+        f"same position both orders {_pct(bias['same_position_both_orders'])} "
+        f"(first {_pct(bias['same_first'])}, second {_pct(bias['same_second'])})",
+        f"mean P(shown first)      {summary['mean_p_shown_first']:.3f}",
+        f"mean candidate mass      {summary['mean_candidate_mass']:.3f}",
+        f"AI ties (p = 0.5)        {summary['ai_ties']}",
+    ]
+    return "\n".join(lines)

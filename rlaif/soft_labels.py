@@ -1,0 +1,58 @@
+"""From candidate-label log-probs in two orders to P(response 1 preferred).
+
+Conventions: in each order the first label names the response shown first. The
+"first order" shows (response_1, response_2); the "swapped order" shows
+(response_2, response_1). Every probability returned here means "response 1 is
+preferred", whatever the order or the question (a "more harmful" question is
+flipped).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import logsumexp, softmax
+
+from rlaif.pairs import TIE
+
+
+def candidate_probs(logprobs: np.ndarray) -> np.ndarray:
+    """Softmax over the candidate labels only (not the vocabulary): rows sum to 1."""
+    return softmax(np.asarray(logprobs, dtype=np.float64), axis=-1)
+
+
+def candidate_mass(logprobs: np.ndarray) -> np.ndarray:
+    """Probability mass the model put on the candidates; low mass means the prompt is not working."""
+    return np.exp(logsumexp(np.asarray(logprobs, dtype=np.float64), axis=-1))
+
+
+def p_shown_first(logprobs: np.ndarray, asks_more_harmful: bool = False) -> np.ndarray:
+    """P(the response shown first is preferred), from [n, 2] log-probs of (label_first, label_second)."""
+    probs = candidate_probs(logprobs)
+    return probs[:, 1] if asks_more_harmful else probs[:, 0]
+
+
+def swap_average(logprobs_first_order: np.ndarray, logprobs_swapped_order: np.ndarray,
+                 asks_more_harmful: bool = False) -> dict[str, np.ndarray]:
+    """Per-order and averaged P(response 1 preferred), plus the position each order preferred.
+
+    In the swapped order response 1 is shown second, so its probability is
+    1 - P(shown first preferred). Averaging the two cancels a pure position bias.
+    """
+    first = p_shown_first(logprobs_first_order, asks_more_harmful)
+    swapped = 1.0 - p_shown_first(logprobs_swapped_order, asks_more_harmful)
+    p = (first + swapped) / 2.0
+    return {
+        "p_first_order": first,
+        "p_swapped_order": swapped,
+        "p": p,
+        "ai_choice": choice(p),
+        # Position (1 = shown first, 2 = shown second) the labeler preferred in each order.
+        "position_first_order": np.where(first >= 0.5, 1, 2),
+        "position_swapped_order": np.where(1.0 - swapped >= 0.5, 1, 2),
+    }
+
+
+def choice(p: np.ndarray) -> np.ndarray:
+    """1 where response 1 is more likely preferred, 2 where response 2 is, TIE where exactly even."""
+    p = np.asarray(p, dtype=np.float64)
+    return np.where(p > 0.5, 1, np.where(p < 0.5, 2, TIE))
