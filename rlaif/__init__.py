@@ -4,7 +4,7 @@
 """
 
 from rlaif.backends.base import LabelBackend, LabelTokenError
-from rlaif.label_store import read_labels
+from rlaif.label_store import read_labels, to_dataset
 from rlaif.labeler import label_pairs
 from rlaif.loaders import load_pairs
 from rlaif.models import DEFAULT_MODEL, resolve_model
@@ -26,4 +26,4 @@ def __getattr__(name):
 
 __all__ = ["DEFAULT_MODEL", "TIE", "DataError", "LabelBackend", "LabelTokenError", "PreferencePair",
            "PromptTemplate", "TransformersBackend", "format_report", "label_pairs", "list_tasks",
-           "load_pairs", "read_labels", "resolve_model", "summarize", "swap_average"]
+           "load_pairs", "read_labels", "resolve_model", "summarize", "swap_average", "to_dataset"]

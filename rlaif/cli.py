@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from typing import Any
@@ -68,20 +67,12 @@ def cmd_label(args: argparse.Namespace) -> int:
     return 0
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    return value
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     from rlaif.label_store import read_labels
-    from rlaif.report import format_report, summarize
+    from rlaif.report import format_report, json_safe, summarize
 
     summary = summarize(read_labels(args.labels))
-    print(json.dumps(_json_safe(summary), indent=2) if args.json else format_report(summary))
+    print(json.dumps(json_safe(summary), indent=2) if args.json else format_report(summary))
     return 0
 
 

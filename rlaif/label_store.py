@@ -94,8 +94,7 @@ class LabelStore:
     def finish(self, rows: list[dict[str, Any]]) -> None:
         """Write the final output (all rows, in input order) atomically."""
         if self.out.suffix == ".parquet":
-            frame = pd.DataFrame(rows)
-            frame["metadata"] = frame["metadata"].map(lambda m: json.dumps(m, ensure_ascii=False))
+            frame = _metadata_as_json(pd.DataFrame(rows))
             fd, tmp = tempfile.mkstemp(dir=self.out.parent, prefix=f".{self.out.name}.", suffix=".tmp")
             os.close(fd)
             try:
@@ -108,6 +107,14 @@ class LabelStore:
         else:
             atomic_write_bytes(self.out, b"".join(
                 json.dumps(row, ensure_ascii=False).encode() + b"\n" for row in rows))
+
+
+def _metadata_as_json(labels: pd.DataFrame) -> pd.DataFrame:
+    """Columnar formats need one type per column; metadata keys vary by source, so store JSON text."""
+    frame = labels.copy()
+    if "metadata" in frame:
+        frame["metadata"] = frame["metadata"].map(lambda m: json.dumps(m, ensure_ascii=False))
+    return frame
 
 
 def read_labels(path: str | Path) -> pd.DataFrame:
@@ -123,3 +130,10 @@ def read_labels(path: str | Path) -> pd.DataFrame:
     if path.suffix != ".jsonl":
         raise StoreError(f"{path}: labels files are .jsonl or .parquet")
     return pd.DataFrame(read_journal(path, repair=False))
+
+
+def to_dataset(labels: pd.DataFrame):
+    """A labels table as a ``datasets.Dataset`` (metadata as a JSON string: its keys vary by source)."""
+    import datasets
+
+    return datasets.Dataset.from_pandas(_metadata_as_json(labels), preserve_index=False)

@@ -12,7 +12,7 @@ import gzip
 import itertools
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -51,29 +51,27 @@ def _source_name(source: str) -> str:
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", errors="strict") as handle:
-        line_no = 0
-        while True:
-            line_no += 1
-            try:
-                line = handle.readline()
-            except UnicodeDecodeError as exc:
-                raise DataError(f"not valid UTF-8 ({exc.reason})", source=str(path), row=line_no) from None
-            if not line:
-                return
+    # Bad bytes are kept (as escapes) and checked line by line: a strict decoder reads
+    # ahead, so it would blame an earlier line and stop the whole file.
+    with opener(path, "rt", encoding="utf-8", errors="surrogateescape") as handle:
+        for line_no, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
+            # Errors are handed on, not raised, so that skip_bad can skip one bad line and go on.
             try:
+                line.encode("utf-8", "surrogateescape").decode("utf-8")
                 record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                # Handed on, not raised, so that skip_bad can skip one bad line and go on.
-                record = DataError(f"not valid JSON ({exc.msg})")
+            except UnicodeDecodeError as exc:
+                record = DataError(f"not valid UTF-8 ({exc.reason})")
+            except ValueError as exc:  # JSONDecodeError, or a number too long to convert
+                record = DataError(f"not valid JSON ({getattr(exc, 'msg', exc)})")
             yield line_no, record
 
 
 def _read_json(path: Path, field: str | None) -> Iterator[tuple[int, Any]]:
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"not a valid UTF-8 JSON file ({exc})", source=str(path)) from None
     if field is not None and isinstance(data, dict):
@@ -88,7 +86,7 @@ def _read_json(path: Path, field: str | None) -> Iterator[tuple[int, Any]]:
 def _read_table(path: Path) -> Iterator[tuple[int, Any]]:
     import pandas as pd
 
-    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, keep_default_na=False)
+    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str, keep_default_na=False)
     for row_no, record in enumerate(frame.to_dict(orient="records"), start=1):
         yield row_no, record
 
@@ -115,11 +113,20 @@ def read_rows(source: Any, *, json_field: str | None = None, split: str = "train
         if name.endswith((".jsonl", ".jsonl.gz")):
             return _read_jsonl(path)
         if name.endswith((".json", ".json.gz")):
-            return _read_jsonl(path) if name.endswith(".gz") else _read_json(path, json_field)
+            return _read_json(path, json_field)
         if name.endswith((".csv", ".parquet")):
             return _read_table(path)
         raise DataError("unknown file type: expected .json, .jsonl(.gz), .csv or .parquet", source=str(path))
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and _looks_like_a_path(source)):
+        if not Path(source).exists():
+            raise DataError("no such file or folder", source=str(source))
     return _read_hf(str(source) if isinstance(source, os.PathLike) else source, split, **load_kwargs)
+
+
+def _looks_like_a_path(source: str) -> bool:
+    """A name with a file extension or a leading ./, / or ~ is a path, never a hub dataset."""
+    return source.startswith((".", "/", "~")) or source.lower().endswith(
+        (".json", ".jsonl", ".gz", ".csv", ".parquet"))
 
 
 # ------------------------------------------------------------------ field checks
@@ -184,6 +191,8 @@ def parse_hhh(record: Row, row: int, name: str, seed: int) -> list[PreferencePai
         raise DataError("must map at least two responses to scores", field_name="target_scores")
     if not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in scores.values()):
         raise DataError("scores must be numbers", field_name="target_scores")
+    if any("\x00" in target for target in scores):
+        raise DataError("a response contains a NUL byte", field_name="target_scores")
     ranked = sorted(scores.items(), key=lambda item: -item[1])
     pairs = []
     for k, ((better, s_better), (worse, s_worse)) in enumerate(itertools.combinations(ranked, 2)):
@@ -198,10 +207,10 @@ def parse_hhh(record: Row, row: int, name: str, seed: int) -> list[PreferencePai
 def parse_llmbar(record: Row, row: int, name: str, seed: int) -> list[PreferencePair]:
     """LLMBar: ``{input, output_1, output_2, label}`` with label 1 or 2 (already positional)."""
     label = record.get("label") if isinstance(record, Mapping) else None
-    if label not in (1, 2):
+    if isinstance(label, bool) or label not in (1, 2):
         raise DataError(f"must be 1 or 2, got {label!r}", field_name="label")
     return [PreferencePair(f"{name}:{row}", _text(record, "input", allow_empty=False),
-                           _text(record, "output_1"), _text(record, "output_2"), label, name)]
+                           _text(record, "output_1"), _text(record, "output_2"), int(label), name)]
 
 
 PRD_PREFERENCE = {-1: 1, 1: 2, 0: TIE}
@@ -210,7 +219,8 @@ PRD_PREFERENCE = {-1: 1, 1: 2, 0: TIE}
 def parse_prd(record: Row, row: int, name: str, seed: int) -> list[PreferencePair]:
     """PRD long-form QA: ``{question, answer_a, answer_b, overall_preference}`` (-1 = a, 1 = b, 0 = tie)."""
     preference = record.get("overall_preference") if isinstance(record, Mapping) else None
-    if isinstance(preference, bool) or preference not in PRD_PREFERENCE:
+    if isinstance(preference, bool) or not isinstance(preference, Hashable) \
+            or preference not in PRD_PREFERENCE:
         raise DataError(f"must be -1, 0 or 1, got {preference!r}", field_name="overall_preference")
     extra = {k: record[k] for k in ("answer_a_type", "answer_b_type", "coherence_preference",
                                     "factuality_preference", "justification") if k in record}
@@ -237,7 +247,7 @@ def parse_tldr(record: Row, row: int, name: str, seed: int) -> list[PreferencePa
     if choice not in (0, 1) or isinstance(choice, bool):
         raise DataError(f"must be 0 or 1, got {choice!r}", field_name="choice")
     pair_id = f"{name}:{info.get('id', row)}:{row}"
-    return [PreferencePair(pair_id, context.strip(), texts[0], texts[1], choice + 1, name)]
+    return [PreferencePair(pair_id, context.strip(), texts[0], texts[1], int(choice) + 1, name)]
 
 
 def generic_parser(columns: Mapping[str, str] | None = None,
@@ -270,7 +280,9 @@ def generic_parser(columns: Mapping[str, str] | None = None,
             key = raw.strip() if isinstance(raw, str) else raw
             if isinstance(key, float) and key.is_integer():
                 key = int(key)
-            if isinstance(key, bool) or key not in labels:
+            if isinstance(key, str) and key not in labels and key.lstrip("-").isdigit():
+                key = int(key)  # CSV cells are text: "0" finds a label_map written with 0
+            if isinstance(key, bool) or not isinstance(key, Hashable) or key not in labels:
                 raise DataError(f"value {raw!r} is not one of {sorted(map(str, labels))}; "
                                 "pass a label map to say what it means", field_name=col["label"])
             choice = labels[key]
@@ -294,7 +306,7 @@ FORMATS: dict[str, tuple[Callable[..., list[PreferencePair]], str | None, str | 
 GENERIC_FORMATS = ("jsonl", "json", "csv", "parquet", "hf", "examples")
 #: The template task each format is labeled with unless the user says otherwise.
 DEFAULT_TASK = {"hh-rlhf": "harmless", "hhh": "helpful", "llmbar": "instruction", "prd": "instruction",
-                "tldr": "summarization"}
+                "tldr": "summarization", "examples": "instruction"}
 
 
 def examples_path() -> Path:
@@ -341,6 +353,8 @@ def load_pairs(source: Any, format: str, *, limit: int | None = None, seed: int 
         parse, json_field = generic_parser(columns, label_map), None
     else:
         raise ValueError(f"unknown format {format!r}; choose one of {sorted(FORMATS) + list(GENERIC_FORMATS)}")
+    if limit is not None and limit <= 0:
+        return PairList()
     pairs, skipped, seen = PairList(), [], set()
     for path, name in _sources(source, format):
         shown = str(path) if isinstance(path, (str, os.PathLike)) else type(path).__name__

@@ -49,6 +49,17 @@ def summarize(labels: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def json_safe(value: Any) -> Any:
+    """NaN (e.g. the alignment of a set with no scored pairs) becomes None, so JSON stays valid."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_safe(item) for item in value]
+    return value
+
+
 def _pct(x: float) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 

@@ -1,0 +1,38 @@
+"""A deterministic stand-in engine for tests of bookkeeping (real-model tests live in test_transformers_backend.py)."""
+
+import hashlib
+
+import numpy as np
+
+
+class FakeBackend:
+    """Prefers the response that contains "GOOD", with a pull toward the position shown first.
+
+    The log-probs are a pure function of the prompt, so the same prompt always gets
+    the same numbers, like a real model in inference mode.
+    """
+
+    def __init__(self, name="fake", first_bias=0.5, mass=0.5):
+        self.name, self.first_bias, self.mass = name, first_bias, mass
+        self.calls = 0
+        self.prompts_seen = []
+
+    def label_logprobs(self, prompts, labels):
+        self.calls += 1
+        self.prompts_seen.extend(prompts)
+        rows = []
+        for prompt in prompts:
+            sample = prompt.rsplit("\n\n", 2)  # [..., "X 1:\n...", "X 2:\n...\nEnding="]
+            first_good = "GOOD" in sample[-2]
+            second_good = "GOOD" in sample[-1]
+            noise = int(hashlib.md5(prompt.encode()).hexdigest()[:4], 16) / 65535 * 0.1
+            score = self.first_bias + (1.0 if first_good else 0.0) - (1.0 if second_good else 0.0) + noise
+            p_first = 1 / (1 + np.exp(-score))
+            rows.append([np.log(self.mass * p_first), np.log(self.mass * (1 - p_first))])
+        return np.array(rows)
+
+    def chat_prompt(self, message, reply_prefix):
+        return f"<user>{message}</user><assistant>{reply_prefix}"
+
+    def fingerprint(self):
+        return {"backend": "fake", "model": self.name, "first_bias": self.first_bias, "mass": self.mass}

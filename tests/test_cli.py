@@ -1,0 +1,96 @@
+"""The command line as a user runs it: the installed ``rlaif`` entry point, in a subprocess."""
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from fakes import FakeBackend
+from rlaif.labeler import label_pairs
+from rlaif.loaders import load_pairs
+from rlaif.report import summarize
+from rlaif.templates import PromptTemplate
+
+REPO = Path(__file__).resolve().parents[1]
+RLAIF = [str(Path(sys.executable).with_name("rlaif"))]
+HH = REPO.parent / "shared" / "data" / "hh-rlhf" / "harmless-base" / "dev.jsonl.gz"
+
+
+def run(*args, cwd=None):
+    return subprocess.run(RLAIF + list(args), capture_output=True, text=True, cwd=cwd, timeout=900)
+
+
+def test_templates_lists_what_ships(tmp_path):
+    result = run("templates", cwd=tmp_path)  # from another directory: templates come from the package
+    assert result.returncode == 0, result.stderr
+    for task in ("harmless", "helpful", "instruction", "summarization"):
+        assert task in result.stdout
+    assert "MORE harmful" in result.stdout
+
+
+def test_report_json_matches_the_python_summary(tmp_path):
+    out = tmp_path / "labels.jsonl"
+    labels = label_pairs(load_pairs(None, "examples"), FakeBackend(), PromptTemplate("instruction"),
+                         out=out, progress=False)
+    result = run("report", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    expected = summarize(labels)
+    assert report["alignment"] == pytest.approx(expected["alignment"])
+    assert report["position_bias"] == pytest.approx(expected["position_bias"])
+    assert report["pairs"] == 24
+    text = run("report", str(out))
+    assert "alignment with humans" in text.stdout and f"{100 * expected['alignment']:.1f}%" in text.stdout
+
+
+def test_bad_input_names_file_row_and_field_and_writes_nothing(tmp_path):
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"context": "q", "response_1": "a", "response_2": "b", "label": 1}\n'
+                    '{"context": "q", "response_1": 5, "response_2": "b", "label": 2}\n')
+    out = tmp_path / "labels.jsonl"
+    result = run("label", "--data", str(data), "--format", "jsonl", "--task", "instruction", "--out", str(out))
+    assert result.returncode == 2
+    assert str(data) in result.stderr and "row 2" in result.stderr and "'response_1'" in result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()
+
+
+def test_missing_task_for_a_generic_format_is_explained(tmp_path):
+    result = run("label", "--data", "x.jsonl", "--format", "jsonl", "--out", str(tmp_path / "o.jsonl"))
+    assert result.returncode != 0 and "--task is required" in result.stderr
+
+
+def test_wheel_carries_templates_and_examples(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
+                   check=True, capture_output=True, timeout=600)
+    wheel = next(tmp_path.glob("rlaif-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for task in ("harmless", "helpful", "instruction", "summarization"):
+        for part in ("task.yaml", "preamble_base.jinja", "preamble_detailed.jinja", "sample.jinja", "ending.jinja"):
+            assert f"rlaif/prompts/{task}/{part}" in names
+    assert "rlaif/prompts/_common/exemplars.jinja" in names
+    assert "rlaif/examples/examples.jsonl" in names
+
+
+@pytest.mark.model
+@pytest.mark.skipif(not HH.exists(), reason="needs ../shared/data")
+def test_label_then_resume_then_report_with_the_real_model(tmp_path):
+    out = tmp_path / "labels.jsonl"
+    common = ["label", "--data", str(HH), "--format", "hh-rlhf", "--out", str(out), "--quiet"]
+    first = run(*common, "--limit", "2")
+    assert first.returncode == 0, first.stderr
+    assert "alignment with humans" in first.stdout
+    rows_before = out.read_text().splitlines()
+    second = run(*common, "--limit", "3", "--resume", "--batch-size", "2")
+    assert second.returncode == 0, second.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["dev:1", "dev:2", "dev:3"]
+    assert out.read_text().splitlines()[:2] == rows_before  # the first two were not relabeled
+    for row in rows:
+        assert {"id", "p_first_order", "p_swapped_order", "p", "ai_choice", "human_choice"} <= set(row)
+        assert row["model"] == "smollm2-135m" and row["template"] == "harmless/base"
+    report = json.loads(run("report", str(out), "--json").stdout)
+    agree = [r["ai_choice"] == r["human_choice"] for r in rows]
+    assert report["alignment"] == pytest.approx(sum(agree) / 3)

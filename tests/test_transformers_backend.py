@@ -1,0 +1,146 @@
+"""The transformers backend on the real embedded model (SmolLM2-135M-Instruct, GGUF, CPU).
+
+Marked ``model``: slow (the model loads in ~25 s), run by CI all the same.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rlaif.backends.base import LabelBackend, LabelTokenError
+from rlaif.labeler import build_prompts, label_pairs
+from rlaif.loaders import load_pairs
+from rlaif.models import DEFAULT_MODEL, resolve_model
+from rlaif.report import summarize
+from rlaif.soft_labels import candidate_probs
+from rlaif.templates import PromptTemplate
+
+pytestmark = pytest.mark.model
+HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf" / "harmless-base" / "dev.jsonl.gz"
+PROMPT = "Which number comes after one? Answer with 1 or 2.\n1) two\n2) seven\nAnswer="
+
+
+@pytest.fixture(scope="module")
+def backend():
+    from rlaif.backends.transformers_backend import TransformersBackend
+
+    return TransformersBackend.from_pretrained(DEFAULT_MODEL, batch_size=4)
+
+
+def reference_logprobs(backend, text, token_ids):
+    """One unpadded full forward pass, read the old-fashioned way."""
+    ids = backend.tokenizer(text, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        logits = backend.model(input_ids=ids).logits[0, -1]
+    return torch.log_softmax(logits.float(), -1)[token_ids].double().numpy()
+
+
+def test_backend_implements_the_interface(backend):
+    assert isinstance(backend, LabelBackend)
+    assert backend.fingerprint()["model"] == DEFAULT_MODEL
+    assert resolve_model(DEFAULT_MODEL).gguf_file.endswith(".gguf")
+
+
+def test_label_token_is_the_token_the_model_would_emit(backend):
+    tok = backend.tokenizer
+    prompt_ids = tok(PROMPT)["input_ids"]
+    ids = backend.label_token_ids(prompt_ids, PROMPT, ["1", "2"])
+    assert ids == [tok.convert_tokens_to_ids("1"), tok.convert_tokens_to_ids("2")]
+    # after a trailing space, the label is still the digit token that follows the space token
+    spaced = PROMPT[:-1] + ": "
+    assert backend.label_token_ids(tok(spaced)["input_ids"], spaced, ["1", "2"]) == ids
+
+
+@pytest.mark.parametrize("labels", [[" 1", " 2"], ["10", "2"]])
+def test_multi_token_labels_are_refused_with_a_clear_error(backend, labels):
+    with pytest.raises(LabelTokenError, match="not one token"):
+        backend.label_logprobs([PROMPT], labels)
+
+
+def test_logprobs_equal_a_plain_forward_pass(backend):
+    got = backend.label_logprobs([PROMPT], ["1", "2"])[0]
+    ids = backend.label_token_ids(backend.tokenizer(PROMPT)["input_ids"], PROMPT, ["1", "2"])
+    assert got == pytest.approx(reference_logprobs(backend, PROMPT, ids), abs=1e-4)
+    assert np.all(got < 0)
+
+
+def test_batched_left_padded_results_equal_one_at_a_time(backend):
+    template = PromptTemplate("instruction")
+    prompts = [template.render("Say hi" * k, "hi", "no" * (3 * k)).text for k in (1, 5, 2, 9, 3)]
+    batched = backend.label_logprobs(prompts, ["1", "2"])
+    single = np.stack([backend.label_logprobs([p], ["1", "2"])[0] for p in prompts])
+    assert np.abs(batched - single).max() < 1e-4
+
+
+def test_chat_template_path_wraps_once_without_a_second_bos(backend):
+    pair = load_pairs(None, "examples", limit=1)[0]
+    template = PromptTemplate("instruction")
+    text, _ = build_prompts(pair, template, backend, chat_template=True)
+    assert text.startswith("<|im_start|>") and text.endswith("<|im_start|>assistant\n" + template.render("", "", "").ending)
+    assert text.count("<|im_start|>user") == 1
+    ids = backend._encode([text])[0]
+    assert ids[:2] != [ids[0], ids[0]] and ids == backend.tokenizer(text, add_special_tokens=False)["input_ids"]
+    chat = backend.label_logprobs([text], ["1", "2"])
+    plain = backend.label_logprobs([build_prompts(pair, template, backend, chat_template=False)[0]], ["1", "2"])
+    assert not np.allclose(chat, plain)  # the two paths really send different prompts
+
+
+@pytest.mark.skipif(not HH.exists(), reason="needs ../shared/data")
+@pytest.mark.parametrize("chat_template", [True, False])
+def test_end_to_end_on_real_pairs_keeps_the_invariants(backend, chat_template):
+    pairs = load_pairs(HH, "hh-rlhf", limit=4)
+    template = PromptTemplate("harmless")
+    labels = label_pairs(pairs, backend, template, chat_template=chat_template, progress=False)
+    assert len(labels) == 4 and labels["id"].tolist() == [p.id for p in pairs]
+    for pair, row in zip(pairs, labels.itertuples()):
+        first = candidate_probs(np.array([row.logprobs_first_order]))[0]
+        swapped = candidate_probs(np.array([row.logprobs_swapped_order]))[0]
+        assert first.sum() == pytest.approx(1) and swapped.sum() == pytest.approx(1)
+        # harmless asks which is MORE harmful: label "2" in the first order means response 1 is preferred
+        assert row.p_first_order == pytest.approx(first[1])
+        assert row.p_swapped_order == pytest.approx(swapped[0])
+        assert row.p == pytest.approx((row.p_first_order + row.p_swapped_order) / 2)
+        assert 0 < row.mass_first_order < 1 and 0 < row.mass_swapped_order < 1
+        assert row.human_choice == pair.human_choice
+        # the swapped order is the first order of the mirrored pair
+        a, b = build_prompts(pair, template, backend, chat_template)
+        direct = backend.label_logprobs([a, b], list(template.labels))
+        assert np.abs(direct[0] - row.logprobs_first_order).max() < 1e-4
+        assert np.abs(direct[1] - row.logprobs_swapped_order).max() < 1e-4
+    summary = summarize(labels)
+    assert summary["alignment"] == pytest.approx((labels["ai_choice"] == labels["human_choice"]).mean())
+    assert summary["mean_candidate_mass"] == pytest.approx(labels["candidate_mass"].mean())
+
+
+def test_a_local_model_folder_loads_and_scores(tmp_path, backend):
+    """--model PATH: a tiny random Llama saved with save_pretrained beside the SmolLM2 tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from rlaif.backends.transformers_backend import TransformersBackend
+
+    config = LlamaConfig(vocab_size=len(backend.tokenizer), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "tiny")
+    backend.tokenizer.save_pretrained(tmp_path / "tiny")
+    local = TransformersBackend.from_pretrained(str(tmp_path / "tiny"), batch_size=2)
+    assert "local folder" in local.fingerprint()["model_source"]
+    ids = local.label_token_ids(local.tokenizer(PROMPT)["input_ids"], PROMPT, ["1", "2"])
+    got = local.label_logprobs([PROMPT, PROMPT + " x"], ["1", "2"])
+    assert got[0] == pytest.approx(reference_logprobs(local, PROMPT, ids), abs=1e-5)
+    assert not np.allclose(got[0], backend.label_logprobs([PROMPT], ["1", "2"])[0])
+
+
+def test_model_names_resolve_in_order(tmp_path):
+    gguf = resolve_model(DEFAULT_MODEL)
+    as_file = resolve_model(str(Path(gguf.path) / gguf.gguf_file))
+    assert (as_file.kind, as_file.gguf_file) == ("local gguf", gguf.gguf_file)
+    assert resolve_model(str(tmp_path)).kind == "local folder"
+    assert resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct").kind == "hub"
+    with pytest.raises(FileNotFoundError):
+        resolve_model(str(tmp_path / "missing" / "model"))
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    with pytest.raises(ValueError, match=".gguf"):
+        resolve_model(str(tmp_path / "weights.bin"))
