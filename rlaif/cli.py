@@ -51,7 +51,8 @@ def cmd_label(args: argparse.Namespace) -> int:
     template = PromptTemplate(task, args.preamble, args.templates)
     pairs = load_pairs(args.data, args.format, limit=args.limit, seed=args.seed,
                        columns=_mapping(args.columns, "--columns"), label_map=_label_map(args.label_map),
-                       skip_bad=args.skip_bad, split=args.split)
+                       skip_bad=args.skip_bad, split=args.split,
+                       **({"data_dir": args.data_dir} if args.data_dir else {}))
     if pairs.skipped:
         print(f"skipped {len(pairs.skipped)} bad record(s); first: {pairs.skipped[0]}", file=sys.stderr)
     if not pairs:
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--label-map", help="generic formats: value=1|2|0,... (0 = tie), e.g. 0=1,1=2")
     label.add_argument("--skip-bad", action="store_true", help="skip bad records (counted) instead of stopping")
     label.add_argument("--split", default="train", help="split, for hub names and folders")
+    label.add_argument("--data-dir", help="subfolder of a hub data set, e.g. harmless-base for Anthropic/hh-rlhf")
     label.add_argument("--quiet", action="store_true", help="no progress bar")
     label.set_defaults(func=cmd_label)
 
@@ -139,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted: finished labels are saved; rerun the same command to resume", file=sys.stderr)
+        return 130
     except (DataError, TemplateError, FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ by a different run is refused rather than mixing labels.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -92,17 +93,14 @@ class LabelStore:
             os.fsync(handle.fileno())
 
     def finish(self, rows: list[dict[str, Any]]) -> None:
-        """Write the final output (all rows, in input order) atomically."""
+        """Write the final output atomically: this job's rows in input order, then any rows
+        an earlier, larger job of the same run labeled (kept, never thrown away)."""
+        ids = {row["id"] for row in rows}
+        rows = rows + [row for pair_id, row in self.done.items() if pair_id not in ids]
         if self.out.suffix == ".parquet":
-            frame = _metadata_as_json(pd.DataFrame(rows))
-            fd, tmp = tempfile.mkstemp(dir=self.out.parent, prefix=f".{self.out.name}.", suffix=".tmp")
-            os.close(fd)
-            try:
-                frame.to_parquet(tmp, index=False)
-                os.replace(tmp, self.out)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            buffer = io.BytesIO()
+            _metadata_as_json(pd.DataFrame(rows)).to_parquet(buffer, index=False)
+            atomic_write_bytes(self.out, buffer.getvalue())
             self.journal.unlink(missing_ok=True)
         else:
             atomic_write_bytes(self.out, b"".join(

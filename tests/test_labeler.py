@@ -158,3 +158,13 @@ def test_labels_become_a_datasets_dataset():
     assert dataset.num_rows == 4 and dataset["id"] == labels["id"].tolist()
     assert dataset["p"] == pytest.approx(labels["p"].tolist())
     assert [json.loads(m) for m in dataset["metadata"]] == labels["metadata"].tolist()
+
+
+def test_a_smaller_rerun_keeps_the_rows_it_does_not_ask_for(tmp_path):
+    pairs = make_pairs(6)
+    out = tmp_path / "labels.jsonl"
+    label_pairs(pairs, FakeBackend(), TEMPLATE, out=out, progress=False)
+    backend = FakeBackend()
+    subset = label_pairs(pairs[:2], backend, TEMPLATE, out=out, progress=False)
+    assert subset["id"].tolist() == ["p0", "p1"] and backend.calls == 0
+    assert read_labels(out)["id"].tolist() == [p.id for p in pairs]  # nothing lost
