@@ -42,6 +42,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     from rlaif.labeler import label_pairs
     from rlaif.loaders import load_pairs
     from rlaif.report import format_report, summarize
+    from rlaif.score_cache import CachedBackend
     from rlaif.templates import PromptTemplate
 
     task = args.task or DEFAULT_TASK.get(args.format)
@@ -59,11 +60,14 @@ def cmd_label(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: no pairs loaded from {args.data}")
     started = time.time()
     backend = TransformersBackend.from_pretrained(args.model, dtype=args.dtype, device=args.device,
-                                                  batch_size=args.batch_size)
+                                                  batch_size=args.batch_size, max_prompt_tokens=args.max_prompt_tokens)
     print(f"model: {backend.source}; template: {template.name}; {len(pairs)} pairs", file=sys.stderr)
+    if not args.no_cache:
+        backend = CachedBackend(backend, args.cache or f"{args.out}.cache.sqlite")
     labels = label_pairs(pairs, backend, template, chat_template=args.chat_template, out=args.out,
                          fresh=args.fresh, progress=not args.quiet)
-    print(f"wrote {len(labels)} rows to {args.out} in {time.time() - started:.0f} s", file=sys.stderr)
+    cached = f" ({backend.hits} prompts from the score cache, {backend.misses} scored)" if not args.no_cache else ""
+    print(f"wrote {len(labels)} rows to {args.out} in {time.time() - started:.0f} s{cached}", file=sys.stderr)
     print(format_report(summarize(labels)))
     return 0
 
@@ -137,7 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     resume = label.add_mutually_exclusive_group()
     resume.add_argument("--resume", dest="fresh", action="store_false", default=False,
                         help="skip pairs already in --out from the same run (the default)")
-    resume.add_argument("--fresh", dest="fresh", action="store_true", help="discard --out and start over")
+    resume.add_argument("--fresh", dest="fresh", action="store_true",
+                        help="discard --out and start over (the score cache is kept: it is keyed by model, "
+                             "prompt and labels, so it is never stale)")
+    label.add_argument("--cache", help="score cache file (SQLite; default OUT.cache.sqlite); share one between jobs")
+    label.add_argument("--no-cache", action="store_true", help="score every prompt, keep no score cache")
+    label.add_argument("--max-prompt-tokens", type=int,
+                       help="longest prompt to send (default: the model's limit); longer contexts are cut "
+                            "from the left, pairs that cannot fit are skipped with a reason")
     label.add_argument("--columns", help="generic formats: field=column,... (fields: id, context, "
                                          "response_1, response_2, label, chosen, rejected, task)")
     label.add_argument("--label-map", help="generic formats: value=1|2|0,... (0 = tie), e.g. 0=1,1=2")

@@ -14,36 +14,44 @@ def summarize(labels: pd.DataFrame) -> dict[str, Any]:
     """The report's numbers, from a labels table (one row per pair).
 
     alignment: share of pairs whose averaged AI choice equals the human choice,
-    over pairs with a human label that is not a tie (human ties and unlabeled
-    pairs are counted, not scored; an exact AI tie counts as a disagreement).
-    position_bias: share of pairs where the labeler preferred the same position
-    in both orders, split into first and second position.
+    over pairs with a human label that is not a tie and a valid AI label (human
+    ties, unlabeled, skipped and non-finite pairs are counted, not scored; an
+    exact AI tie counts as a disagreement).
+    position_bias: share of validly labeled pairs where the labeler preferred the
+    same position in both orders, split into first and second position.
     """
     n = len(labels)
     human = labels["human_choice"] if "human_choice" in labels else pd.Series([None] * n, dtype=object)
+    valid = labels["p"].notna() if n else pd.Series([], dtype=bool)
     labeled = human.notna()
     human_ties = labeled & (human == TIE)
-    scored = labeled & ~human_ties
+    scored = labeled & ~human_ties & valid
     agree = (labels.loc[scored, "ai_choice"].astype(int) == human[scored].astype(int))
-    first = labels["position_first_order"] == 1
-    swapped_first = labels["position_swapped_order"] == 1
+    rows = labels[valid]
+    first = rows["position_first_order"] == 1
+    swapped_first = rows["position_swapped_order"] == 1
     same_first = int((first & swapped_first).sum())
     same_second = int((~first & ~swapped_first).sum())
+    m = len(rows)
+    flags = labels["flags"] if "flags" in labels else pd.Series([[]] * n, dtype=object)
+    flag_counts = pd.Series([flag for row in flags for flag in (row or [])], dtype=object).value_counts()
     return {
         "pairs": n,
+        "pairs_labeled": m,
         "pairs_with_human_label": int(labeled.sum()),
         "human_ties": int(human_ties.sum()),
         "pairs_scored": int(scored.sum()),
         "alignment": float(agree.mean()) if scored.any() else math.nan,
         "position_bias": {
-            "same_position_both_orders": (same_first + same_second) / n if n else math.nan,
-            "same_first": same_first / n if n else math.nan,
-            "same_second": same_second / n if n else math.nan,
+            "same_position_both_orders": (same_first + same_second) / m if m else math.nan,
+            "same_first": same_first / m if m else math.nan,
+            "same_second": same_second / m if m else math.nan,
         },
-        "mean_p_shown_first": float(((labels["p_first_order"] + 1 - labels["p_swapped_order"]) / 2).mean())
-        if n else math.nan,
-        "mean_candidate_mass": float(labels["candidate_mass"].mean()) if n else math.nan,
-        "ai_ties": int((labels["ai_choice"] == TIE).sum()),
+        "mean_p_shown_first": float(((rows["p_first_order"] + 1 - rows["p_swapped_order"]) / 2).mean())
+        if m else math.nan,
+        "mean_candidate_mass": float(rows["candidate_mass"].mean()) if m else math.nan,
+        "ai_ties": int((rows["ai_choice"] == TIE).sum()),
+        "flags": {str(flag): int(count) for flag, count in flag_counts.items()},
         "models": sorted(labels["model"].unique().tolist()) if "model" in labels else [],
         "templates": sorted(labels["template"].unique().tolist()) if "template" in labels else [],
     }
@@ -64,6 +72,10 @@ def _pct(x: float) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
 
+def _num(x: float) -> str:
+    return "n/a" if isinstance(x, float) and math.isnan(x) else f"{x:.3f}"
+
+
 def format_report(summary: dict[str, Any]) -> str:
     """A short plain-text table of ``summarize``'s numbers."""
     bias = summary["position_bias"]
@@ -71,14 +83,16 @@ def format_report(summary: dict[str, Any]) -> str:
         f"model(s)                 {', '.join(summary['models']) or 'n/a'}",
         f"template(s)              {', '.join(summary['templates']) or 'n/a'}",
         f"pairs                    {summary['pairs']}",
+        f"  labeled                {summary['pairs_labeled']}",
         f"  with a human label     {summary['pairs_with_human_label']}",
         f"  human ties (excluded)  {summary['human_ties']}",
         f"  scored                 {summary['pairs_scored']}",
         f"alignment with humans    {_pct(summary['alignment'])}",
         f"same position both orders {_pct(bias['same_position_both_orders'])} "
         f"(first {_pct(bias['same_first'])}, second {_pct(bias['same_second'])})",
-        f"mean P(shown first)      {summary['mean_p_shown_first']:.3f}",
-        f"mean candidate mass      {summary['mean_candidate_mass']:.3f}",
+        f"mean P(shown first)      {_num(summary['mean_p_shown_first'])}",
+        f"mean candidate mass      {_num(summary['mean_candidate_mass'])}",
         f"AI ties (p = 0.5)        {summary['ai_ties']}",
+        f"flags                    {', '.join(f'{k} {v}' for k, v in summary['flags'].items()) or 'none'}",
     ]
     return "\n".join(lines)

@@ -16,13 +16,15 @@ from rlaif.pairs import TIE
 
 
 def candidate_probs(logprobs: np.ndarray) -> np.ndarray:
-    """Softmax over the candidate labels only (not the vocabulary): rows sum to 1."""
-    return softmax(np.asarray(logprobs, dtype=np.float64), axis=-1)
+    """Softmax over the candidate labels only (not the vocabulary): rows sum to 1 (NaN where all are -inf)."""
+    with np.errstate(invalid="ignore"):
+        return softmax(np.asarray(logprobs, dtype=np.float64), axis=-1)
 
 
 def candidate_mass(logprobs: np.ndarray) -> np.ndarray:
     """Probability mass the model put on the candidates; low mass means the prompt is not working."""
-    return np.exp(logsumexp(np.asarray(logprobs, dtype=np.float64), axis=-1))
+    with np.errstate(invalid="ignore"):
+        return np.exp(logsumexp(np.asarray(logprobs, dtype=np.float64), axis=-1))
 
 
 def p_shown_first(logprobs: np.ndarray, asks_more_harmful: bool = False) -> np.ndarray:

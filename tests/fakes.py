@@ -12,16 +12,26 @@ class FakeBackend:
     the same numbers, like a real model in inference mode.
     """
 
-    def __init__(self, name="fake", first_bias=0.5, mass=0.5):
+    def __init__(self, name="fake", first_bias=0.5, mass=0.5, max_prompt_tokens=None):
         self.name, self.first_bias, self.mass = name, first_bias, mass
+        self.max_prompt_tokens = max_prompt_tokens
         self.calls = 0
         self.prompts_seen = []
+        self.batches = []
+
+    def count_tokens(self, texts):
+        """One token per whitespace-separated word."""
+        return [len(text.split()) for text in texts]
 
     def label_logprobs(self, prompts, labels):
         self.calls += 1
         self.prompts_seen.extend(prompts)
+        self.batches.append(list(prompts))
         rows = []
         for prompt in prompts:
+            if "BROKEN" in prompt:  # an engine that returns garbage for this prompt
+                rows.append([-np.inf, -np.inf])
+                continue
             sample = prompt.rsplit("\n\n", 2)  # [..., "X 1:\n...", "X 2:\n...\nEnding="]
             first_good = "GOOD" in sample[-2]
             second_good = "GOOD" in sample[-1]

@@ -94,3 +94,40 @@ def test_label_then_resume_then_report_with_the_real_model(tmp_path):
     report = json.loads(run("report", str(out), "--json").stdout)
     agree = [r["ai_choice"] == r["human_choice"] for r in rows]
     assert report["alignment"] == pytest.approx(sum(agree) / 3)
+
+
+@pytest.mark.model
+def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path):
+    import os
+    import signal
+    import time
+
+    common = ["label", "--data", "examples", "--format", "examples", "--quiet", "--batch-size", "4"]
+    reference = run(*common, "--out", str(tmp_path / "reference.jsonl"), "--no-cache")
+    assert reference.returncode == 0, reference.stderr
+
+    out = tmp_path / "killed.jsonl"
+    process = subprocess.Popen(RLAIF + common + ["--out", str(out)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while time.time() < deadline and process.poll() is None:
+        if out.exists() and len(out.read_bytes().splitlines()) >= 8:  # the first step of 8 pairs is on disk
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    lines_at_kill = len(out.read_bytes().splitlines())
+    assert 8 <= lines_at_kill < 24
+
+    resumed = run(*common, "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "from the score cache" in resumed.stderr
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    want = [json.loads(line) for line in (tmp_path / "reference.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in got] == [r["id"] for r in want] and len({r["id"] for r in got}) == 24
+    for a, b in zip(got, want):
+        for key in ("p", "p_first_order", "p_swapped_order"):
+            assert a[key] == pytest.approx(b[key], abs=1e-6)
+        assert {k: v for k, v in a.items() if not k.startswith(("p", "logprobs", "mass", "candidate"))} == \
+               {k: v for k, v in b.items() if not k.startswith(("p", "logprobs", "mass", "candidate"))}

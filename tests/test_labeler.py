@@ -140,7 +140,7 @@ def test_report_on_hand_made_rows():
         "ai_choice": [1, 2, 1, 2, 1], "human_choice": [1, 1, TIE, None, 1],
         "position_first_order": [1, 1, 2, 1, 2], "position_swapped_order": [1, 2, 2, 2, 1],
         "p_first_order": [0.9, 0.6, 0.4, 0.7, 0.3], "p_swapped_order": [0.1, 0.2, 0.6, 0.2, 0.6],
-        "candidate_mass": [0.2, 0.4, 0.6, 0.8, 1.0],
+        "candidate_mass": [0.2, 0.4, 0.6, 0.8, 1.0], "p": [0.5] * 5,
     })
     summary = summarize(rows)
     assert summary["pairs_scored"] == 3 and summary["human_ties"] == 1

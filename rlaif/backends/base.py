@@ -14,7 +14,11 @@ class LabelTokenError(ValueError):
 
 @runtime_checkable
 class LabelBackend(Protocol):
-    """What the labeler needs from an engine."""
+    """What the labeler needs from an engine.
+
+    Optional, for the context-length policy (see rlaif.labeler): an attribute
+    ``max_prompt_tokens`` (int or None) and a method ``count_tokens(texts) -> list[int]``.
+    """
 
     def label_logprobs(self, prompts: Sequence[str], labels: Sequence[str]) -> np.ndarray:
         """log P(label | prompt) for each prompt and candidate label: shape [len(prompts), len(labels)].

@@ -27,19 +27,22 @@ class TransformersBackend:
     """Scores label tokens with one forward pass per prompt, batched with left padding."""
 
     def __init__(self, model, tokenizer, *, name: str, batch_size: int = 8, source: str = "",
-                 revision: str | None = None):
+                 revision: str | None = None, max_prompt_tokens: int | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.model, self.tokenizer, self.name, self.batch_size = model.eval(), tokenizer, name, batch_size
         self.source = source or getattr(model.config, "_name_or_path", "")
         self.revision = revision
+        #: Longest prompt the model takes (its position limit); the labeler fits prompts to it.
+        self.max_prompt_tokens = max_prompt_tokens or getattr(model.config, "max_position_embeddings", None)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if self.pad_id is None:
             raise ValueError(f"{name}: the tokenizer has neither a pad nor an eos token to pad batches with")
 
     @classmethod
     def from_pretrained(cls, name: str = DEFAULT_MODEL, *, dtype: str = "float32", device: str = "cpu",
-                        batch_size: int = 8, revision: str | None = None) -> "TransformersBackend":
+                        batch_size: int = 8, revision: str | None = None,
+                        max_prompt_tokens: int | None = None) -> "TransformersBackend":
         """Load by catalogue name, local folder, local .gguf file or hub name (see ``resolve_model``)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -52,7 +55,7 @@ class TransformersBackend:
         tokenizer = AutoTokenizer.from_pretrained(resolved.path, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=DTYPES[dtype], **kwargs).to(device)
         return cls(model, tokenizer, name=name, batch_size=batch_size, source=resolved.describe(),
-                   revision=revision)
+                   revision=revision, max_prompt_tokens=max_prompt_tokens)
 
     # ---------------------------------------------------------------- tokens
 
@@ -61,6 +64,9 @@ class TransformersBackend:
         bos = self.tokenizer.bos_token
         return [self.tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"]
                 for text in texts]
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(ids) for ids in self._encode(texts)]
 
     def label_token_ids(self, prompt_ids: list[int], prompt: str, labels: Sequence[str]) -> list[int]:
         """The single token each label adds after ``prompt`` (see the module docstring for the rule)."""
