@@ -309,15 +309,25 @@ DEFAULT_TASK = {"hh-rlhf": "harmless", "hhh": "helpful", "llmbar": "instruction"
                 "tldr": "summarization", "examples": "instruction"}
 
 
-def examples_path() -> Path:
-    """The small example set shipped inside the package (pairs and labels written for rlaif)."""
-    return Path(str(resources.files("rlaif.examples").joinpath("examples.jsonl")))
+#: Pair sets shipped inside the package (written for rlaif), loaded with format "examples".
+EXAMPLE_SETS = {
+    "examples": "examples.jsonl",              # 24 short instruction pairs with clear preferences
+    "injection-probe": "injection_probe.jsonl",  # worse responses that tell the labeler to pick them
+}
+
+
+def examples_path(name: str = "examples") -> Path:
+    """Path of a shipped pair set (see EXAMPLE_SETS)."""
+    if name not in EXAMPLE_SETS:
+        raise DataError(f"no shipped set {name!r}; choose one of {sorted(EXAMPLE_SETS)}")
+    return Path(str(resources.files("rlaif.examples").joinpath(EXAMPLE_SETS[name])))
 
 
 def _sources(source: Any, fmt: str) -> list[tuple[Any, str]]:
     """(source, name) for each file to read; a folder of subsets becomes one per subset."""
     if fmt == "examples":
-        return [(examples_path(), "examples")]
+        name = "examples" if source is None else str(source)
+        return [(examples_path(name), name)]
     subset_file = FORMATS[fmt][2] if fmt in FORMATS else None
     if isinstance(source, (str, os.PathLike)) and Path(source).is_dir() and subset_file:
         root = Path(source)

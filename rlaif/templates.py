@@ -103,8 +103,8 @@ class PromptTemplate:
     def _render(self, name: str, **values) -> str:
         try:
             return self._env.get_template(name).render(**values).strip("\n")
-        except jinja2.TemplateError as exc:
-            raise TemplateError(f"{self.folder / name}: {exc}") from exc
+        except Exception as exc:  # syntax errors, sandbox refusals, range limits: all the template's fault
+            raise TemplateError(f"{self.folder / name}: {type(exc).__name__}: {exc}") from exc
 
     def render_sample(self, context: str, response_1: str, response_2: str) -> str:
         return self._render("sample.jinja", context=context, response_1=response_1, response_2=response_2)
