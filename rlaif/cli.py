@@ -1,4 +1,4 @@
-"""Command line: ``rlaif label``, ``rlaif report``, ``rlaif templates``."""
+"""Command line: ``rlaif label``, ``rlaif report``, ``rlaif templates``, ``rlaif models``."""
 
 from __future__ import annotations
 
@@ -45,6 +45,10 @@ def cmd_label(args: argparse.Namespace) -> int:
     from rlaif.score_cache import CachedBackend
     from rlaif.templates import PromptTemplate
 
+    from rlaif.label_store import OUTPUT_SUFFIXES
+
+    if not args.out.endswith(OUTPUT_SUFFIXES):
+        raise SystemExit(f"error: --out must end in {' or '.join(OUTPUT_SUFFIXES)}, got {args.out}")
     task = args.task or DEFAULT_TASK.get(args.format)
     if task is None:
         raise SystemExit(f"error: --task is required for --format {args.format} "
