@@ -43,27 +43,60 @@ def test_backend_implements_the_interface(backend):
     assert resolve_model(DEFAULT_MODEL).gguf_file.endswith(".gguf")
 
 
+def label_ids(backend, prompt, labels):
+    return [list(c.label_ids) for c in backend.continuations(prompt, labels)]
+
+
 def test_label_token_is_the_token_the_model_would_emit(backend):
     tok = backend.tokenizer
-    prompt_ids = tok(PROMPT)["input_ids"]
-    ids = backend.label_token_ids(prompt_ids, PROMPT, ["1", "2"])
-    assert ids == [tok.convert_tokens_to_ids("1"), tok.convert_tokens_to_ids("2")]
+    one, two = tok.convert_tokens_to_ids("1"), tok.convert_tokens_to_ids("2")
+    assert label_ids(backend, PROMPT, ["1", "2"]) == [[one], [two]]
     # after a trailing space, the label is still the digit token that follows the space token
     spaced = PROMPT[:-1] + ": "
-    assert backend.label_token_ids(tok(spaced)["input_ids"], spaced, ["1", "2"]) == ids
-
-
-@pytest.mark.parametrize("labels", [[" 1", " 2"], ["10", "2"]])
-def test_multi_token_labels_are_refused_with_a_clear_error(backend, labels):
-    with pytest.raises(LabelTokenError, match="not one token"):
-        backend.label_logprobs([PROMPT], labels)
+    conts = backend.continuations(spaced, ["1", "2"])
+    assert [list(c.label_ids) for c in conts] == [[one], [two]]
+    assert tok.convert_ids_to_tokens(list(conts[0].prompt_ids[-1:])) == ["Ġ"]
+    # a label that merges with the prompt's last word cannot be scored as written
+    with pytest.raises(LabelTokenError, match="merges"):
+        backend.label_logprobs(["I like cat"], ["s", "x"])
 
 
 def test_logprobs_equal_a_plain_forward_pass(backend):
     got = backend.label_logprobs([PROMPT], ["1", "2"])[0]
-    ids = backend.label_token_ids(backend.tokenizer(PROMPT)["input_ids"], PROMPT, ["1", "2"])
+    ids = [i[0] for i in label_ids(backend, PROMPT, ["1", "2"])]
     assert got == pytest.approx(reference_logprobs(backend, PROMPT, ids), abs=1e-4)
     assert np.all(got < 0)
+
+
+def brute_force(backend, prompt, label):
+    """log P(label | prompt): one full unpadded forward pass over prompt + label, summed token by token."""
+    cont = backend.continuations(prompt, [label])[0]
+    ids = torch.tensor([list(cont.prompt_ids + cont.label_ids)])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(backend.model(input_ids=ids).logits[0].float(), -1)
+    start = len(cont.prompt_ids)
+    return sum(float(logprobs[start - 1 + k, token]) for k, token in enumerate(cont.label_ids))
+
+
+@pytest.mark.parametrize("prompt, labels", [
+    (PROMPT, ["1", "2", "10", "Summary 1", " 2"]),
+    ("Rate the reply from 1 to 10.\nReply: fine\nScore: ", [str(i) for i in range(1, 11)]),
+    ("Which is better?\nAnswer:", [" A", " B", " Response A", " Response B"]),
+])
+def test_multi_token_labels_equal_brute_force(backend, prompt, labels):
+    got = backend.label_logprobs([prompt, prompt + " "], labels)
+    for row, text in zip(got, [prompt, prompt + " "]):
+        want = [brute_force(backend, text, label) for label in labels]
+        assert np.abs(row - np.array(want)).max() < 1e-4
+
+
+def test_single_token_fast_path_agrees_with_the_chain_path(backend):
+    prompts = [PROMPT, PromptTemplate("instruction").render("Say hi", "hi", "no").text]
+    conts = [backend.continuations(p, ["1", "2"]) for p in prompts]
+    assert np.abs(backend._single_token(conts) - backend._chains(conts)).max() < 1e-4
+    # "10" needs one chain (prompt + "1") and still agrees for "1" and "2"
+    mixed = backend.label_logprobs(prompts, ["1", "2", "10"])
+    assert np.abs(mixed[:, :2] - backend.label_logprobs(prompts, ["1", "2"])).max() < 1e-4
 
 
 def test_batched_left_padded_results_equal_one_at_a_time(backend):
@@ -127,20 +160,7 @@ def test_a_local_model_folder_loads_and_scores(tmp_path, backend):
     backend.tokenizer.save_pretrained(tmp_path / "tiny")
     local = TransformersBackend.from_pretrained(str(tmp_path / "tiny"), batch_size=2)
     assert "local folder" in local.fingerprint()["model_source"]
-    ids = local.label_token_ids(local.tokenizer(PROMPT)["input_ids"], PROMPT, ["1", "2"])
+    ids = [i[0] for i in label_ids(local, PROMPT, ["1", "2"])]
     got = local.label_logprobs([PROMPT, PROMPT + " x"], ["1", "2"])
     assert got[0] == pytest.approx(reference_logprobs(local, PROMPT, ids), abs=1e-5)
     assert not np.allclose(got[0], backend.label_logprobs([PROMPT], ["1", "2"])[0])
-
-
-def test_model_names_resolve_in_order(tmp_path):
-    gguf = resolve_model(DEFAULT_MODEL)
-    as_file = resolve_model(str(Path(gguf.path) / gguf.gguf_file))
-    assert (as_file.kind, as_file.gguf_file) == ("local gguf", gguf.gguf_file)
-    assert resolve_model(str(tmp_path)).kind == "local folder"
-    assert resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct").kind == "hub"
-    with pytest.raises(FileNotFoundError):
-        resolve_model(str(tmp_path / "missing" / "model"))
-    (tmp_path / "weights.bin").write_bytes(b"x")
-    with pytest.raises(ValueError, match=".gguf"):
-        resolve_model(str(tmp_path / "weights.bin"))

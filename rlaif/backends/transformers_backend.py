@@ -1,12 +1,10 @@
 """In-process labeling with a transformers causal LM (CPU or GPU).
 
-Label tokens. A candidate label is scored as the continuation of the prompt: the
-prompt and ``prompt + label`` are tokenized, and the label must add exactly one
-token while leaving the prompt's tokens unchanged. That token is the one the
-model would emit after the prompt, so "1" after "=" and "1" after a space are
-both scored as the token the model actually produces there. A label that merges
-with the end of the prompt, or that needs several tokens (" 1" or "10" in
-SmolLM2), raises LabelTokenError instead of being scored wrongly.
+Labels are scored as continuations of the prompt by the boundary rule in
+``rlaif.backends.label_tokens``. When every label is one token after the prompt
+(the usual "1"/"2"), one forward pass per prompt reads the next-token log-probs
+(the fast path). Otherwise each label's log-likelihood is the sum over its tokens,
+from one pass per "chain" (the prompt plus a shared label prefix), all batched.
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlaif.backends.base import LabelTokenError
+from rlaif.backends.label_tokens import Continuation, continuation, plan
 from rlaif.models import DEFAULT_MODEL, resolve_model
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -68,50 +66,70 @@ class TransformersBackend:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(ids) for ids in self._encode(texts)]
 
-    def label_token_ids(self, prompt_ids: list[int], prompt: str, labels: Sequence[str]) -> list[int]:
-        """The single token each label adds after ``prompt`` (see the module docstring for the rule)."""
-        ids = []
-        for label, joined in zip(labels, self._encode([prompt + label for label in labels])):
-            if len(joined) != len(prompt_ids) + 1 or joined[:len(prompt_ids)] != prompt_ids:
-                added = self.tokenizer.convert_ids_to_tokens(joined[len(prompt_ids) - 1:])
-                raise LabelTokenError(
-                    f"label {label!r} is not one token after this prompt's ending {prompt[-30:]!r} "
-                    f"({self.name} tokenizes the end of prompt+label as {added}); "
-                    "choose a label and ending that tokenize apart, e.g. 'Preferred Response=' + '1'")
-            ids.append(joined[-1])
-        return ids
+    def continuations(self, prompt: str, labels: Sequence[str]) -> list[Continuation]:
+        return [continuation(lambda text: self._encode([text])[0], prompt, label) for label in labels]
 
     # ---------------------------------------------------------------- scoring
 
     @torch.inference_mode()
-    def _last_logprobs(self, batch: list[list[int]]) -> torch.Tensor:
-        """Log-softmax of the next-token logits after each (left-padded) sequence: [batch, vocab]."""
+    def _logprobs_at_end(self, batch: list[list[int]], keep: int) -> torch.Tensor:
+        """Log-softmax of the next-token logits at the last ``keep`` positions: [batch, keep, vocab].
+
+        Sequences are left-padded; positions count real tokens only, so a padded
+        sequence sees the same positions as alone.
+        """
         width = max(map(len, batch))
         input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         for row, ids in enumerate(batch):
             input_ids[row, width - len(ids):] = torch.tensor(ids)
             mask[row, width - len(ids):] = 1
-        # Positions count real tokens only, so a left-padded prompt sees the same positions as alone.
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         device = self.model.device
         out = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                         position_ids=position_ids.to(device), logits_to_keep=1, use_cache=False)
-        return torch.log_softmax(out.logits[:, -1, :].float(), dim=-1).cpu()
+                         position_ids=position_ids.to(device), logits_to_keep=keep, use_cache=False)
+        return torch.log_softmax(out.logits[:, -keep:, :].float(), dim=-1).cpu()
+
+    def _batches(self, sequences: list[list[int]]):
+        """Index batches of similar length (less padding); callers put results back by index."""
+        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+        for start in range(0, len(order), self.batch_size):
+            yield order[start:start + self.batch_size]
+
+    def _single_token(self, conts: list[list[Continuation]]) -> np.ndarray:
+        """Fast path: every label is one token after an unchanged prompt; one pass per prompt."""
+        prompts = [list(row[0].prompt_ids) for row in conts]
+        result = np.empty((len(conts), len(conts[0])), dtype=np.float64)
+        for rows in self._batches(prompts):
+            logprobs = self._logprobs_at_end([prompts[i] for i in rows], keep=1)[:, -1, :]
+            index = torch.tensor([[c.label_ids[0] for c in conts[i]] for i in rows])
+            result[rows] = torch.gather(logprobs, 1, index).double().numpy()
+        return result
+
+    def _chains(self, conts: list[list[Continuation]]) -> np.ndarray:
+        """Any labels: sum of token log-probs, from one pass per chain (see label_tokens.plan)."""
+        sequences, keeps, where = [], [], []
+        for row in conts:
+            chains, steps = plan(row)
+            offset = len(sequences)
+            for chain in chains:
+                sequences.append(list(chain.prompt_ids + chain.prefix))
+                keeps.append(len(chain.prefix) + 1)
+            where.append([[(offset + c, k, t) for c, k, t in candidate] for candidate in steps])
+        tables: list[torch.Tensor | None] = [None] * len(sequences)
+        for rows in self._batches(sequences):
+            keep = max(keeps[i] for i in rows)
+            logprobs = self._logprobs_at_end([sequences[i] for i in rows], keep)
+            for j, i in enumerate(rows):
+                tables[i] = logprobs[j, keep - keeps[i]:]  # [keeps[i], vocab]: position k = after k label tokens
+        return np.array([[sum(float(tables[c][k, t]) for c, k, t in candidate) for candidate in row]
+                         for row in where], dtype=np.float64)
 
     def label_logprobs(self, prompts: Sequence[str], labels: Sequence[str]) -> np.ndarray:
         """log P(label | prompt) over the full vocabulary, [len(prompts), len(labels)]."""
-        encoded = self._encode(prompts)
-        label_ids = [self.label_token_ids(ids, prompt, labels) for ids, prompt in zip(encoded, prompts)]
-        result = np.empty((len(prompts), len(labels)), dtype=np.float64)
-        # Similar lengths batched together waste less compute on padding; results go back in order.
-        order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start:start + self.batch_size]
-            logprobs = self._last_logprobs([encoded[i] for i in rows])
-            index = torch.tensor([label_ids[i] for i in rows])
-            result[rows] = torch.gather(logprobs, 1, index).double().numpy()
-        return result
+        conts = [self.continuations(prompt, labels) for prompt in prompts]
+        single = all(len(c.label_ids) == 1 and c.prompt_ids == row[0].prompt_ids for row in conts for c in row)
+        return self._single_token(conts) if single else self._chains(conts)
 
     def chat_prompt(self, message: str, reply_prefix: str) -> str:
         if not getattr(self.tokenizer, "chat_template", None):
