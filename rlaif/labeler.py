@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from rlaif.backends.base import LabelBackend
 from rlaif.label_store import LabelStore
 from rlaif.pairs import PreferencePair
+from rlaif.prompting import PairPrompts, Prompting
 from rlaif.soft_labels import candidate_mass, swap_average
 from rlaif.templates import PromptTemplate
 
@@ -32,41 +33,46 @@ LOW_MASS = 0.01
 
 def build_prompts(pair: PreferencePair, template: PromptTemplate, backend: LabelBackend,
                   chat_template: bool, context: str | None = None) -> tuple[str, str]:
-    """The pair's prompt in the first order (response 1 shown first) and in the swapped order."""
-    context = pair.context if context is None else context
-    texts = []
-    for first, second in ((pair.response_1, pair.response_2), (pair.response_2, pair.response_1)):
-        prompt = template.render(context, first, second)
-        texts.append(backend.chat_prompt(prompt.message, prompt.ending) if chat_template else prompt.text)
-    return texts[0], texts[1]
+    """The plain labeler's prompt in the first order (response 1 shown first) and the swapped order."""
+    builder = PairPrompts(template, backend, chat_template, Prompting(preambles=(template.preamble,)))
+    first, swapped = builder.first_step(pair, context)
+    return builder.label_prompt(*first[2:]), builder.label_prompt(*swapped[2:])
 
 
-def fit_prompts(pair: PreferencePair, template: PromptTemplate, backend: LabelBackend, chat_template: bool,
-                max_tokens: int | None) -> tuple[tuple[str, str] | None, bool, str | None]:
-    """(prompts, context_truncated, skipped_reason) under the context-length policy above."""
-    prompts = build_prompts(pair, template, backend, chat_template)
-    if max_tokens is None or max(backend.count_tokens(prompts)) <= max_tokens:
-        return prompts, False, None
+def _longest_prompt(builder: PairPrompts, pair: PreferencePair, context: str) -> int:
+    """Tokens in the longest prompt this pair sends (a rationale counted at its maximum length)."""
+    entries = builder.first_step(pair, context)
+    texts = [builder.label_prompt(message, ending) for _, _, message, ending in entries]
+    extra = builder.prompting.cot_max_tokens + 8 if builder.prompting.cot else 0
+    return max(builder.backend.count_tokens(texts)) + extra
 
-    def fits(keep: int) -> tuple[str, str] | None:
-        context = TRUNCATION_MARK + pair.context[len(pair.context) - keep:] if keep else TRUNCATION_MARK
-        candidate = build_prompts(pair, template, backend, chat_template, context)
-        return candidate if max(backend.count_tokens(candidate)) <= max_tokens else None
 
-    if fits(0) is None:
-        longest = max(backend.count_tokens(build_prompts(pair, template, backend, chat_template, TRUNCATION_MARK)))
-        return None, False, f"the responses alone make a {longest}-token prompt; the model takes {max_tokens}"
+def fit_context(pair: PreferencePair, builder: PairPrompts,
+                max_tokens: int | None) -> tuple[str | None, bool, str | None]:
+    """(context to use, context_truncated, skipped_reason) under the context-length policy above."""
+    if max_tokens is None or _longest_prompt(builder, pair, pair.context) <= max_tokens:
+        return pair.context, False, None
+
+    def cut(keep: int) -> str:
+        return TRUNCATION_MARK + pair.context[len(pair.context) - keep:] if keep else TRUNCATION_MARK
+
+    shortest = _longest_prompt(builder, pair, cut(0))
+    if shortest > max_tokens:
+        return None, False, f"the responses alone make a {shortest}-token prompt; the model takes {max_tokens}"
     low, high = 0, len(pair.context)  # most characters of context (from the end) that still fit
     while low < high:
         mid = (low + high + 1) // 2
-        low, high = (mid, high) if fits(mid) is not None else (low, mid - 1)
-    return fits(low), True, None
+        low, high = (mid, high) if _longest_prompt(builder, pair, cut(mid)) <= max_tokens else (low, mid - 1)
+    return cut(low), True, None
 
 
-def run_id(backend: LabelBackend, template: PromptTemplate, chat_template: bool) -> str:
-    """Hash of everything that changes a label: engine settings, template files, labels, chat wrapping."""
+def run_id(backend: LabelBackend, template: PromptTemplate, chat_template: bool,
+           prompting: Prompting | None = None) -> str:
+    """Hash of everything that changes a label: engine settings, template files, labels, chat wrapping, techniques."""
     settings = {"backend": backend.fingerprint(), "template": template.name,
                 "template_hash": template.fingerprint, "labels": template.labels, "chat_template": chat_template}
+    if prompting is not None and prompting != Prompting(preambles=(template.preamble,)):
+        settings["prompting"] = prompting.describe()
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -75,16 +81,17 @@ def _row(pair: PreferencePair, run_info: dict[str, Any], **values) -> dict[str, 
             "metadata": pair.metadata}
 
 
-def _scored_rows(pairs: Sequence[PreferencePair], truncated: Sequence[bool], logprobs_first, logprobs_swapped,
-                 template: PromptTemplate, run_info: dict[str, Any]) -> list[dict[str, Any]]:
-    soft = swap_average(logprobs_first, logprobs_swapped, template.asks_more_harmful)
+def _scored_rows(pairs: Sequence[PreferencePair], extras: Sequence[dict[str, Any]], logprobs_first,
+                 logprobs_swapped, template: PromptTemplate, run_info: dict[str, Any],
+                 clamp: tuple[float, float] | None = None) -> list[dict[str, Any]]:
+    soft = swap_average(logprobs_first, logprobs_swapped, template.asks_more_harmful, clamp=clamp)
     mass_first, mass_swapped = candidate_mass(logprobs_first), candidate_mass(logprobs_swapped)
     rows = []
     for i, pair in enumerate(pairs):
         finite = bool(np.all(np.isfinite(logprobs_first[i])) and np.all(np.isfinite(logprobs_swapped[i])))
         mass = float((mass_first[i] + mass_swapped[i]) / 2)
         flags = [name for name, on in (("nonfinite_logprobs", not finite), ("low_candidate_mass", finite and mass < LOW_MASS),
-                                       ("context_truncated", truncated[i])) if on]
+                                       ("context_truncated", extras[i]["truncated"])) if on]
         number = (lambda x: float(x)) if finite else (lambda x: None)
         rows.append(_row(
             pair, run_info,
@@ -102,6 +109,7 @@ def _scored_rows(pairs: Sequence[PreferencePair], truncated: Sequence[bool], log
             candidate_mass=number(mass),
             flags=flags,
             skipped_reason=None,
+            **{key: value for key, value in extras[i].items() if key != "truncated"},
         ))
     return rows
 
@@ -113,27 +121,44 @@ def _skipped_row(pair: PreferencePair, reason: str, run_info: dict[str, Any]) ->
     return _row(pair, run_info, **empty, flags=["skipped"], skipped_reason=reason)
 
 
+
+
+
+def _mixture(logprobs: np.ndarray) -> np.ndarray:
+    """log of the mean probability over several prompts (preambles, sampled rationales): [k, labels] -> [labels]."""
+    with np.errstate(divide="ignore"):
+        return np.log(np.mean(np.exp(logprobs), axis=0))
+
+
 def label_pairs(pairs: Sequence[PreferencePair], backend: LabelBackend, template: PromptTemplate, *,
                 chat_template: bool = False, out: str | Path | None = None, fresh: bool = False,
-                pairs_per_step: int = 8, max_prompt_tokens: int | None = None,
-                progress: bool = True) -> pd.DataFrame:
+                prompting: Prompting | None = None, pairs_per_step: int = 8,
+                max_prompt_tokens: int | None = None, progress: bool = True) -> pd.DataFrame:
     """Label every pair in both orders; one row per pair, in input order.
 
-    With ``out``, each step's rows are appended to disk as they finish and a rerun
-    with the same settings skips the pairs already labeled (``fresh`` starts over).
-    Steps are fixed slices of ``pairs``, so a resumed run scores the same batches as
-    an uninterrupted one. ``max_prompt_tokens`` defaults to the backend's limit.
+    ``prompting`` switches on few-shot, chain-of-thought, preamble ensembles
+    (default: the template's preamble, 0-shot, no CoT). Several prompts for one
+    order (preambles, sampled rationales) are combined by averaging their label
+    probabilities. With ``out``, each step's rows are appended to disk as they
+    finish and a rerun with the same settings skips the pairs already labeled
+    (``fresh`` starts over). Steps are fixed slices of ``pairs``, so a resumed run
+    scores the same batches as an uninterrupted one. ``max_prompt_tokens``
+    defaults to the backend's limit.
     """
     ids = [pair.id for pair in pairs]
     if len(set(ids)) != len(ids):
         duplicate = next(i for i in ids if ids.count(i) > 1)
         raise ValueError(f"pair ids must be unique; {duplicate!r} appears more than once")
+    prompting = prompting or Prompting(preambles=(template.preamble,))
+    builder = PairPrompts(template, backend, chat_template, prompting)
     if max_prompt_tokens is None:
         max_prompt_tokens = getattr(backend, "max_prompt_tokens", None)
-    this_run = run_id(backend, template, chat_template)
+    this_run = run_id(backend, template, chat_template, prompting)
     run_info = {"model": backend.fingerprint()["model"], "template": template.name,
                 "template_hash": template.fingerprint, "labels": list(template.labels),
                 "chat_template": chat_template, "run_id": this_run}
+    if prompting != Prompting(preambles=(template.preamble,)):
+        run_info["prompting"] = prompting.describe()
     store = LabelStore(out, this_run, fresh=fresh) if out is not None else None
     done = dict(store.done) if store else {}
     with tqdm(total=len(pairs), initial=sum(pair_id in done for pair_id in ids), desc="labeling pairs",
@@ -142,18 +167,7 @@ def label_pairs(pairs: Sequence[PreferencePair], backend: LabelBackend, template
             step = [pair for pair in pairs[start:start + pairs_per_step] if pair.id not in done]
             if not step:
                 continue
-            rows, scored, truncated, prompts = [], [], [], []
-            for pair in step:
-                fitted, was_truncated, reason = fit_prompts(pair, template, backend, chat_template, max_prompt_tokens)
-                if reason:
-                    rows.append(_skipped_row(pair, reason, run_info))
-                else:
-                    scored.append(pair)
-                    truncated.append(was_truncated)
-                    prompts.extend(fitted)
-            if scored:
-                logprobs = backend.label_logprobs(prompts, template.labels)
-                rows += _scored_rows(scored, truncated, logprobs[0::2], logprobs[1::2], template, run_info)
+            rows = _label_step(step, builder, template, run_info, max_prompt_tokens)
             if store:
                 store.append(rows)
             done.update((row["id"], row) for row in rows)
@@ -162,3 +176,45 @@ def label_pairs(pairs: Sequence[PreferencePair], backend: LabelBackend, template
     if store:
         store.finish(ordered)
     return pd.DataFrame(ordered)
+
+
+def _label_step(step: Sequence[PreferencePair], builder: PairPrompts, template: PromptTemplate,
+                run_info: dict[str, Any], max_prompt_tokens: int | None) -> list[dict[str, Any]]:
+    """One step: fit contexts, generate rationales (CoT), score every label prompt in one call, combine."""
+    prompting, backend = builder.prompting, builder.backend
+    rows, scored, extras, entries = [], [], [], []  # entries: (pair index, order, preamble, message, ending)
+    for pair in step:
+        context, truncated, reason = fit_context(pair, builder, max_prompt_tokens)
+        if reason:
+            rows.append(_skipped_row(pair, reason, run_info))
+            continue
+        entries += [(len(scored), *entry) for entry in builder.first_step(pair, context)]
+        scored.append(pair)
+        extras.append({"truncated": truncated})
+    if not scored:
+        return rows
+    rationales: list[list[str | None]] = [[None]] * len(entries)
+    if prompting.cot:
+        rationales = backend.generate([builder.rationale_prompt(e[3]) for e in entries],
+                                      max_new_tokens=prompting.cot_max_tokens, temperature=prompting.cot_temperature,
+                                      n=prompting.cot_samples, seed=prompting.seed,
+                                      stop=["\n\n", template.render("", "", "").ending.strip()])
+    texts, owners = [], []  # owners: (pair index, order) of each label prompt
+    for entry, thoughts in zip(entries, rationales):
+        for thought in thoughts:
+            texts.append(builder.label_prompt(entry[3], entry[4], thought))
+            owners.append((entry[0], entry[1]))
+    logprobs = backend.label_logprobs(texts, template.labels)
+    per_order = np.empty((2, len(scored), len(template.labels)))
+    for index in range(len(scored)):
+        for order in (0, 1):
+            mine = [k for k, owner in enumerate(owners) if owner == (index, order)]
+            per_order[order, index] = _mixture(logprobs[mine])
+    if prompting.cot or len(prompting.preambles) > 1 or prompting.shots:
+        for index, extra in enumerate(extras):
+            mine = [(entry, thoughts) for entry, thoughts in zip(entries, rationales) if entry[0] == index]
+            extra["preambles"] = sorted({entry[2] for entry, _ in mine})
+            if prompting.cot:
+                extra["rationales_first_order"] = [t for entry, ts in mine if entry[1] == 0 for t in ts]
+                extra["rationales_swapped_order"] = [t for entry, ts in mine if entry[1] == 1 for t in ts]
+    return rows + _scored_rows(scored, extras, per_order[0], per_order[1], template, run_info, prompting.clamp)

@@ -5,6 +5,7 @@ changed model, dtype, template or label set misses, and everything else hits.
 SQLite in WAL mode: each batch of results is one committed transaction, readers
 never see half a batch, and a killed process loses at most the batch in flight.
 Only finite log-probs are stored; a failure is never cached, so it is retried.
+Generations (rationales) are cached too, keyed by their settings and seed.
 """
 
 from __future__ import annotations
@@ -39,29 +40,50 @@ class CachedBackend:
         payload = json.dumps([self._fingerprint, prompt, list(labels)], ensure_ascii=False)
         return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
-    def label_logprobs(self, prompts: Sequence[str], labels: Sequence[str]) -> np.ndarray:
-        keys = [self._key(prompt, labels) for prompt in prompts]
-        found: dict[str, list[float]] = {}
+    def _lookup(self, keys: Sequence[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
         for start in range(0, len(keys), 500):  # SQLite caps the number of bound parameters
             chunk = keys[start:start + 500]
             rows = self._db.execute(f"SELECT key, logprobs FROM scores WHERE key IN ({','.join('?' * len(chunk))})",
                                     chunk).fetchall()
             found.update((key, json.loads(value)) for key, value in rows)
+        return found
+
+    def _store(self, items: Sequence[tuple[str, Any]]) -> None:
+        with self._db:  # one transaction: all of a batch, or none of it
+            self._db.executemany("INSERT OR REPLACE INTO scores (key, logprobs) VALUES (?, ?)",
+                                 [(key, json.dumps(value)) for key, value in items])
+
+    def label_logprobs(self, prompts: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+        keys = [self._key(prompt, labels) for prompt in prompts]
+        found = self._lookup(keys)
         missing = [i for i, key in enumerate(keys) if key not in found]
         result = np.empty((len(prompts), len(labels)), dtype=np.float64)
         if missing:
             scored = self.backend.label_logprobs([prompts[i] for i in missing], labels)
             result[missing] = scored
-            finite = [(keys[i], json.dumps([float(x) for x in row]))
-                      for i, row in zip(missing, scored) if np.all(np.isfinite(row))]
-            with self._db:
-                self._db.executemany("INSERT OR REPLACE INTO scores (key, logprobs) VALUES (?, ?)", finite)
+            self._store([(keys[i], [float(x) for x in row]) for i, row in zip(missing, scored)
+                         if np.all(np.isfinite(row))])
         for i, key in enumerate(keys):
             if key in found:
                 result[i] = found[key]
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
         return result
+
+    def generate(self, prompts: Sequence[str], *, max_new_tokens: int = 256, temperature: float = 0.0,
+                 n: int = 1, seed: int = 0, stop: Sequence[str] = ()) -> list[list[str]]:
+        """Generations, cached like scores (sampled ones too: the seed is part of the key)."""
+        settings = json.dumps({"generate": [max_new_tokens, temperature, n, seed, list(stop)]})
+        keys = [self._key(prompt, [settings]) for prompt in prompts]
+        found = self._lookup(keys)
+        missing = [i for i, key in enumerate(keys) if key not in found]
+        if missing:
+            made = self.backend.generate([prompts[i] for i in missing], max_new_tokens=max_new_tokens,
+                                         temperature=temperature, n=n, seed=seed, stop=stop)
+            self._store([(keys[i], texts) for i, texts in zip(missing, made)])
+            found.update((keys[i], texts) for i, texts in zip(missing, made))
+        return [found[key] for key in keys]
 
     def chat_prompt(self, message: str, reply_prefix: str) -> str:
         return self.backend.chat_prompt(message, reply_prefix)

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import jinja2
 import yaml
 from jinja2.sandbox import SandboxedEnvironment
 
-PREAMBLES = ("base", "detailed")
 ASKS_FOR = ("preferred", "more_harmful")
-PART_FILES = ("preamble_base.jinja", "preamble_detailed.jinja", "sample.jinja", "ending.jinja")
+PART_FILES = ("preamble_base.jinja", "sample.jinja", "ending.jinja")
 EXEMPLARS_FILE = "_common/exemplars.jinja"
 
 
@@ -57,6 +58,9 @@ class PromptTemplate:
 
     ``labels[0]`` always names the response shown first. When the task asks which
     response is MORE harmful, ``asks_more_harmful`` tells the labeler to flip.
+    Optional files: more ``preamble_NAME.jinja`` (principles for ensembles),
+    ``cot_ending.jinja`` (chain-of-thought request), ``exemplars.jsonl`` (few-shot
+    pool), ``score_preamble/score_sample/score_ending.jinja`` (direct 1-10 scoring).
     """
 
     def __init__(self, task: str, preamble: str = "base", template_dir: str | Path | None = None):
@@ -65,8 +69,6 @@ class PromptTemplate:
         if not (folder / "task.yaml").is_file():
             known = ", ".join(list_tasks(root)) or "none"
             raise TemplateError(f"no task {task!r} in {root} (task.yaml missing); tasks there: {known}")
-        if preamble not in PREAMBLES:
-            raise TemplateError(f"preamble must be one of {PREAMBLES}, got {preamble!r}")
         meta = yaml.safe_load((folder / "task.yaml").read_text(encoding="utf-8")) or {}
         labels = meta.get("labels", ["1", "2"])
         if (not isinstance(labels, list) or len(labels) != 2 or len(set(labels)) != 2
@@ -79,26 +81,35 @@ class PromptTemplate:
             if not (folder / part).is_file():
                 raise TemplateError(f"{folder}: missing template part {part}")
 
-        self.task, self.preamble, self.folder = task, preamble, folder
+        self.task, self.folder = task, folder
+        #: Every preamble this task has: ``base``, ``detailed``, and any ``preamble_NAME.jinja``.
+        self.preambles = tuple(sorted(f.name[len("preamble_"):-len(".jinja")] for f in folder.glob("preamble_*.jinja")))
+        if preamble not in self.preambles:
+            raise TemplateError(f"preamble must be one of {self.preambles}, got {preamble!r}")
+        self.preamble = preamble
         self.labels: tuple[str, str] = tuple(labels)
         self.asks_more_harmful = asks_for == "more_harmful"
         search_path = [str(folder), str(root), str(shipped_template_dir())]
         self._env = SandboxedEnvironment(loader=jinja2.FileSystemLoader(search_path),
                                          undefined=jinja2.StrictUndefined, autoescape=False)
-        self._files = [f"preamble_{preamble}.jinja", "sample.jinja", "ending.jinja", EXEMPLARS_FILE]
 
     @property
     def fingerprint(self) -> str:
-        """Hash of every file the prompt is built from, the labels and the question asked."""
-        digest = hashlib.sha256(repr((self.labels, self.asks_more_harmful)).encode())
-        for name in self._files:
-            source, _, _ = self._env.loader.get_source(self._env, name)
-            digest.update(name.encode() + b"\0" + source.encode() + b"\0")
+        """Hash of every file in the task folder and the shared parts, the labels and the preamble."""
+        digest = hashlib.sha256(repr((self.labels, self.asks_more_harmful, self.preamble)).encode())
+        files = sorted(p for p in self.folder.iterdir() if p.is_file())
+        for path in files:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        source, _, _ = self._env.loader.get_source(self._env, EXEMPLARS_FILE)
+        digest.update(source.encode())
         return digest.hexdigest()[:16]
 
     @property
     def name(self) -> str:
         return f"{self.task}/{self.preamble}"
+
+    def has(self, filename: str) -> bool:
+        return (self.folder / filename).is_file()
 
     def _render(self, name: str, **values) -> str:
         try:
@@ -109,22 +120,70 @@ class PromptTemplate:
     def render_sample(self, context: str, response_1: str, response_2: str) -> str:
         return self._render("sample.jinja", context=context, response_1=response_1, response_2=response_2)
 
-    def render(self, context: str, first: str, second: str,
-               exemplars: Sequence[Mapping[str, str]] = ()) -> Prompt:
+    def answer_label(self, preferred_position: int) -> str:
+        """The label that means "the response at this position is preferred" in this task's question."""
+        position = 3 - preferred_position if self.asks_more_harmful else preferred_position
+        return self.labels[position - 1]
+
+    def cot_ending(self) -> str:
+        if not self.has("cot_ending.jinja"):
+            raise TemplateError(f"{self.folder}: chain-of-thought needs cot_ending.jinja")
+        return self._render("cot_ending.jinja")
+
+    def render(self, context: str, first: str, second: str, exemplars: Sequence[Mapping[str, Any]] = (), *,
+               preamble: str | None = None, rationales: bool = False) -> Prompt:
         """The prompt showing ``first`` as response 1 and ``second`` as response 2.
 
-        Each exemplar is a mapping with context, response_1, response_2 and label
-        (one of ``self.labels``); it is rendered with the same sample and ending.
+        Each exemplar is a mapping with context, response_1, response_2 and
+        ``preferred_position`` (1 or 2); with ``rationales`` its rationale is shown
+        after the chain-of-thought request, as the model will be asked to write one.
         """
+        preamble = preamble or self.preamble
+        if preamble not in self.preambles:
+            raise TemplateError(f"preamble must be one of {self.preambles}, got {preamble!r}")
         ending = self._render("ending.jinja")
-        parts = [self._render(f"preamble_{self.preamble}.jinja")]
+        parts = [self._render(f"preamble_{preamble}.jinja")]
         if exemplars:
             shown = []
             for example in exemplars:
-                if example.get("label") not in self.labels:
-                    raise TemplateError(f"exemplar label must be one of {self.labels}, got {example.get('label')!r}")
+                if example.get("preferred_position") not in (1, 2):
+                    raise TemplateError(f"exemplar preferred_position must be 1 or 2, got "
+                                        f"{example.get('preferred_position')!r}")
                 sample = self.render_sample(example["context"], example["response_1"], example["response_2"])
-                shown.append(f"{sample}\n{ending}{example['label']}")
+                thought = f"\n{self.cot_ending()} {example['rationale'].strip()}" if rationales else ""
+                shown.append(f"{sample}{thought}\n{ending}{self.answer_label(example['preferred_position'])}")
             parts.append(self._render(EXEMPLARS_FILE, exemplars=shown))
         parts.append(self.render_sample(context, first, second))
         return Prompt("\n\n".join(parts), ending)
+
+    def render_score(self, context: str, response: str) -> Prompt:
+        """Direct scoring: the prompt asking for a 1-10 score of one response."""
+        for part in ("score_preamble.jinja", "score_sample.jinja", "score_ending.jinja"):
+            if not self.has(part):
+                raise TemplateError(f"{self.folder}: direct scoring needs {part}")
+        message = "\n\n".join([self._render("score_preamble.jinja"),
+                                self._render("score_sample.jinja", context=context, response=response)])
+        return Prompt(message, self._render("score_ending.jinja"))
+
+    def exemplar_pool(self) -> list[dict[str, Any]]:
+        """The task's few-shot exemplars (``exemplars.jsonl``): context, response_1, response_2,
+        label (1 or 2: which is preferred), optional rationale and id."""
+        path = self.folder / "exemplars.jsonl"
+        if not path.is_file():
+            return []
+        pool = []
+        for row, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise TemplateError(f"{path}: row {row}: not valid JSON ({exc.msg})") from None
+            for key in ("context", "response_1", "response_2"):
+                if not isinstance(item.get(key), str):
+                    raise TemplateError(f"{path}: row {row}: field {key!r} must be a string")
+            if item.get("label") not in (1, 2):
+                raise TemplateError(f"{path}: row {row}: field 'label' must be 1 or 2")
+            pool.append({"id": str(item.get("id", f"exemplar-{row}")), "rationale": str(item.get("rationale", "")),
+                         **{k: item[k] for k in ("context", "response_1", "response_2", "label")}})
+        return pool

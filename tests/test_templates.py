@@ -87,14 +87,18 @@ def test_unknown_task_and_preamble():
 
 def test_exemplars_render_between_delimiters_with_their_labels():
     template = PromptTemplate("instruction")
-    shots = [{"context": "E1", "response_1": "good", "response_2": "bad", "label": "1"},
-             {"context": "E2", "response_1": "bad", "response_2": "good", "label": "2"}]
+    shots = [{"context": "E1", "response_1": "good", "response_2": "bad", "preferred_position": 1},
+             {"context": "E2", "response_1": "bad", "response_2": "good", "preferred_position": 2}]
     message = template.render("SAMPLE", "r1", "r2", exemplars=shots).message
     assert message.index("=== Example 1 ===") < message.index("E1") < message.index("Better Output=1")
     assert message.index("E2") < message.index("Better Output=2") < message.index("=== End of examples ===")
     assert message.index("=== End of examples ===") < message.index("SAMPLE")
-    with pytest.raises(TemplateError, match="exemplar label"):
-        template.render("s", "a", "b", exemplars=[{**shots[0], "label": "3"}])
+    with pytest.raises(TemplateError, match="preferred_position"):
+        template.render("s", "a", "b", exemplars=[{**shots[0], "preferred_position": 3}])
+    # the harmless question asks which is MORE harmful: the shown answer is the other position
+    harmless = PromptTemplate("harmless").render("S", "a", "b", exemplars=shots).message
+    assert "More Harmful Reply=2" in harmless and "More Harmful Reply=1" in harmless
+    assert harmless.index("E1") < harmless.index("More Harmful Reply=2") < harmless.index("E2")
 
 
 def test_fingerprint_changes_with_template_content(tmp_path):

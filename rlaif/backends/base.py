@@ -27,6 +27,13 @@ class LabelBackend(Protocol):
         probability mass the model puts on the candidates.
         """
 
+    def generate(self, prompts: Sequence[str], *, max_new_tokens: int = 256, temperature: float = 0.0,
+                 n: int = 1, seed: int = 0, stop: Sequence[str] = ()) -> list[list[str]]:
+        """``n`` continuations of each prompt (greedy at temperature 0), cut at the first stop string.
+
+        Used for chain-of-thought rationales.
+        """
+
     def chat_prompt(self, message: str, reply_prefix: str) -> str:
         """``message`` as a user turn in the model's chat template, the reply started with ``reply_prefix``."""
 

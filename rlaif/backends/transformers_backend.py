@@ -18,6 +18,12 @@ import torch
 from rlaif.backends.label_tokens import Continuation, continuation, plan
 from rlaif.models import DEFAULT_MODEL, resolve_model
 
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to the first stop string (generation may run a few tokens past it)."""
+    cuts = [text.find(s) for s in stop if s and s in text]
+    return text[:min(cuts)] if cuts else text
+
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -130,6 +136,31 @@ class TransformersBackend:
         conts = [self.continuations(prompt, labels) for prompt in prompts]
         single = all(len(c.label_ids) == 1 and c.prompt_ids == row[0].prompt_ids for row in conts for c in row)
         return self._single_token(conts) if single else self._chains(conts)
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[str], *, max_new_tokens: int = 256, temperature: float = 0.0,
+                 n: int = 1, seed: int = 0, stop: Sequence[str] = ()) -> list[list[str]]:
+        """``n`` continuations per prompt (greedy when temperature is 0), each cut at the first stop string."""
+        encoded = self._encode(prompts)
+        results: list[list[str]] = [[] for _ in prompts]
+        torch.manual_seed(seed)
+        for rows in self._batches(encoded):
+            width = max(len(encoded[i]) for i in rows)
+            input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for j, i in enumerate(rows):
+                input_ids[j, width - len(encoded[i]):] = torch.tensor(encoded[i])
+                mask[j, width - len(encoded[i]):] = 1
+            sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} \
+                if temperature > 0 else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+            output = self.model.generate(
+                input_ids=input_ids.to(self.model.device), attention_mask=mask.to(self.model.device),
+                max_new_tokens=max_new_tokens, num_return_sequences=n, pad_token_id=self.pad_id,
+                stop_strings=list(stop) or None, tokenizer=self.tokenizer if stop else None, **sampling)
+            texts = self.tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
+            for j, i in enumerate(rows):
+                results[i] = [cut_at_stop(text, stop) for text in texts[j * n:(j + 1) * n]]
+        return results
 
     def chat_prompt(self, message: str, reply_prefix: str) -> str:
         if not getattr(self.tokenizer, "chat_template", None):
