@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from rlaif.backends.base import LabelBackend
+from rlaif.direct_scores import SCORE_LABELS, DirectScorer
 from rlaif.label_store import LabelStore
 from rlaif.pairs import PreferencePair
 from rlaif.prompting import PairPrompts, Prompting
-from rlaif.soft_labels import candidate_mass, swap_average
+from rlaif.soft_labels import candidate_mass, choice, swap_average
 from rlaif.templates import PromptTemplate
 
 TRUNCATION_MARK = "[...] "
@@ -145,10 +146,6 @@ def label_pairs(pairs: Sequence[PreferencePair], backend: LabelBackend, template
     scores the same batches as an uninterrupted one. ``max_prompt_tokens``
     defaults to the backend's limit.
     """
-    ids = [pair.id for pair in pairs]
-    if len(set(ids)) != len(ids):
-        duplicate = next(i for i in ids if ids.count(i) > 1)
-        raise ValueError(f"pair ids must be unique; {duplicate!r} appears more than once")
     prompting = prompting or Prompting(preambles=(template.preamble,))
     builder = PairPrompts(template, backend, chat_template, prompting)
     if max_prompt_tokens is None:
@@ -159,6 +156,18 @@ def label_pairs(pairs: Sequence[PreferencePair], backend: LabelBackend, template
                 "chat_template": chat_template, "run_id": this_run}
     if prompting != Prompting(preambles=(template.preamble,)):
         run_info["prompting"] = prompting.describe()
+    return _run_steps(pairs, this_run, out, fresh, pairs_per_step, progress,
+                      lambda step: _label_step(step, builder, template, run_info, max_prompt_tokens))
+
+
+def _run_steps(pairs: Sequence[PreferencePair], this_run: str, out: str | Path | None, fresh: bool,
+               pairs_per_step: int, progress: bool,
+               label_step: Callable[[list[PreferencePair]], list[dict[str, Any]]]) -> pd.DataFrame:
+    """Fixed slices of ``pairs``; each slice's rows appended to the store as it finishes; resumable."""
+    ids = [pair.id for pair in pairs]
+    if len(set(ids)) != len(ids):
+        duplicate = next(i for i in ids if ids.count(i) > 1)
+        raise ValueError(f"pair ids must be unique; {duplicate!r} appears more than once")
     store = LabelStore(out, this_run, fresh=fresh) if out is not None else None
     done = dict(store.done) if store else {}
     with tqdm(total=len(pairs), initial=sum(pair_id in done for pair_id in ids), desc="labeling pairs",
@@ -167,7 +176,7 @@ def label_pairs(pairs: Sequence[PreferencePair], backend: LabelBackend, template
             step = [pair for pair in pairs[start:start + pairs_per_step] if pair.id not in done]
             if not step:
                 continue
-            rows = _label_step(step, builder, template, run_info, max_prompt_tokens)
+            rows = label_step(step)
             if store:
                 store.append(rows)
             done.update((row["id"], row) for row in rows)
@@ -218,3 +227,40 @@ def _label_step(step: Sequence[PreferencePair], builder: PairPrompts, template: 
                 extra["rationales_first_order"] = [t for entry, ts in mine if entry[1] == 0 for t in ts]
                 extra["rationales_swapped_order"] = [t for entry, ts in mine if entry[1] == 1 for t in ts]
     return rows + _scored_rows(scored, extras, per_order[0], per_order[1], template, run_info, prompting.clamp)
+
+
+def score_pairs(pairs: Sequence[PreferencePair], scorer: DirectScorer, *, out: str | Path | None = None,
+                fresh: bool = False, pairs_per_step: int = 8, progress: bool = True) -> pd.DataFrame:
+    """Direct scoring as a pairwise labeler: each response scored alone, P(1 preferred) = sigmoid(s1 - s2).
+
+    Rows have the same fields as ``label_pairs`` (so the same report applies) plus
+    ``score_1``, ``score_2``. Both "orders" hold the same p: a pointwise score cannot
+    prefer a position, so the report shows no position bias.
+    """
+    fingerprint = scorer.fingerprint()
+    this_run = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    run_info = {"model": fingerprint["model"], "template": f"{scorer.template.task}/direct-score",
+                "template_hash": scorer.template.fingerprint, "labels": list(SCORE_LABELS),
+                "chat_template": scorer.chat_template, "run_id": this_run}
+
+    def step(chunk: list[PreferencePair]) -> list[dict[str, Any]]:
+        scored = scorer.score([p.context for p in chunk for _ in (1, 2)],
+                              [r for p in chunk for r in (p.response_1, p.response_2)])
+        rows = []
+        for i, pair in enumerate(chunk):
+            s1, s2 = scored["score"][2 * i], scored["score"][2 * i + 1]
+            mass = float((scored["mass"][2 * i] + scored["mass"][2 * i + 1]) / 2)
+            finite = bool(np.isfinite(s1) and np.isfinite(s2))
+            p = float(1 / (1 + np.exp(-(s1 - s2)))) if finite else None
+            flags = [f for f, on in (("nonfinite_logprobs", not finite), ("low_candidate_mass", finite and mass < LOW_MASS)) if on]
+            rows.append(_row(pair, run_info, p_first_order=p, p_swapped_order=p, p=p,
+                             ai_choice=int(choice(np.array([p]))[0]) if finite else None,
+                             position_first_order=(1 if p >= 0.5 else 2) if finite else None,
+                             position_swapped_order=(2 if p >= 0.5 else 1) if finite else None,
+                             logprobs_first_order=None, logprobs_swapped_order=None,
+                             mass_first_order=mass, mass_swapped_order=mass, candidate_mass=mass,
+                             score_1=float(s1) if np.isfinite(s1) else None,
+                             score_2=float(s2) if np.isfinite(s2) else None, flags=flags, skipped_reason=None))
+        return rows
+
+    return _run_steps(pairs, this_run, out, fresh, pairs_per_step, progress, step)

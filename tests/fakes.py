@@ -41,6 +41,12 @@ class FakeBackend:
             rows.append([np.log(self.mass * p_first), np.log(self.mass * (1 - p_first))])
         return np.array(rows)
 
+    def generate(self, prompts, *, max_new_tokens=256, temperature=0.0, n=1, seed=0, stop=()):
+        """Rationales that name the response the fake prefers, one per sample, numbered."""
+        self.generated = getattr(self, "generated", []) + [dict(prompts=list(prompts), n=n, temperature=temperature,
+                                                               max_new_tokens=max_new_tokens, stop=list(stop))]
+        return [[f" thought {j} about {len(prompt)} chars." for j in range(n)] for prompt in prompts]
+
     def chat_prompt(self, message, reply_prefix):
         return f"<user>{message}</user><assistant>{reply_prefix}"
 

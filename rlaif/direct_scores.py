@@ -1,0 +1,87 @@
+"""Direct RLAIF (Lee et al. 2023, 2.2.2): the labeler scores ONE response 1-10; the expected score is the reward.
+
+Reading the score. The ten labels "1".."10" are scored exactly as continuations
+(multi-token: "10" is "1" then "0" in most tokenizers). A label that is a prefix of
+another counts only when not continued into it: P(score 1) = P("1") - P("10"),
+i.e. "1 and stop". Numbers outside 1-10 ("15") are not candidates; the ten
+probabilities are renormalized. s = sum_k k P(k), and the reward is s mapped
+linearly from [1, 10] to [-1, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from rlaif.backends.base import LabelBackend
+from rlaif.templates import PromptTemplate
+
+SCORE_LABELS = tuple(str(k) for k in range(1, 11))
+
+
+def score_distribution(logprobs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(P(score = k) for k = 1..10 renormalized, mass on the ten) from log-probs of SCORE_LABELS: [n, 10]."""
+    probs = np.exp(np.asarray(logprobs, dtype=np.float64))
+    probs[:, 0] = np.clip(probs[:, 0] - probs[:, 9], 0.0, None)  # "1" continued into "10" is not a 1
+    mass = probs.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return probs / mass[:, None], mass
+
+
+def expected_score(distribution: np.ndarray) -> np.ndarray:
+    return distribution @ np.arange(1, 11, dtype=np.float64)
+
+
+def score_to_reward(score: np.ndarray | float) -> np.ndarray | float:
+    """1 -> -1, 5.5 -> 0, 10 -> 1."""
+    return (np.asarray(score, dtype=np.float64) - 5.5) / 4.5
+
+
+def _as_text(item: Any) -> str:
+    """A prompt or completion as text: a string, or a conversation (list of {role, content} messages)."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, list) and all(isinstance(m, dict) and "content" in m for m in item):
+        if len(item) == 1:
+            return str(item[0]["content"])
+        return "\n\n".join(f"{'Human' if m.get('role') == 'user' else 'Assistant'}: {m['content']}" for m in item)
+    raise TypeError(f"expected a string or a list of chat messages, got {type(item).__name__}")
+
+
+class DirectScorer:
+    """Scores single responses with a task's score templates; callable as a TRL reward function.
+
+    ``scorer(prompts, completions, **kwargs) -> list[float]`` follows TRL's reward-function
+    convention (prompts and completions as strings or chat messages) and returns rewards
+    in [-1, 1]. Wrap the backend in ``CachedBackend`` to cache scores across calls.
+    """
+
+    def __init__(self, backend: LabelBackend, template: PromptTemplate, *, chat_template: bool = False):
+        self.backend, self.template, self.chat_template = backend, template, chat_template
+        self.__name__ = f"direct_rlaif_{template.task}"
+        template.render_score("", "")  # fail now, not mid-run, if the score templates are missing
+
+    def prompt(self, context: str, response: str) -> str:
+        prompt = self.template.render_score(context, response)
+        return self.backend.chat_prompt(prompt.message, prompt.ending) if self.chat_template else prompt.text
+
+    def score(self, contexts: Sequence[str], responses: Sequence[str]) -> dict[str, np.ndarray]:
+        """Expected 1-10 score, reward, the ten-way distribution and the mass on the ten labels, per response."""
+        if len(contexts) != len(responses):
+            raise ValueError(f"{len(contexts)} contexts but {len(responses)} responses")
+        if not contexts:
+            return {"score": np.empty(0), "reward": np.empty(0), "distribution": np.empty((0, 10)), "mass": np.empty(0)}
+        logprobs = self.backend.label_logprobs([self.prompt(c, r) for c, r in zip(contexts, responses)], SCORE_LABELS)
+        distribution, mass = score_distribution(logprobs)
+        score = expected_score(distribution)
+        return {"score": score, "reward": score_to_reward(score), "distribution": distribution, "mass": mass}
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs) -> list[float]:
+        scored = self.score([_as_text(p) for p in prompts], [_as_text(c) for c in completions])
+        return [float(r) for r in scored["reward"]]
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {**self.backend.fingerprint(), "direct_scoring": self.template.task, "template_hash": self.template.fingerprint,
+                "chat_template": self.chat_template}
