@@ -5,10 +5,12 @@
 
 from rlaif.backends.base import LabelBackend, LabelTokenError
 from rlaif.label_store import read_labels, to_dataset
-from rlaif.labeler import label_pairs
+from rlaif.direct_scores import DirectScorer
+from rlaif.labeler import label_pairs, score_pairs
 from rlaif.loaders import load_pairs
 from rlaif.models import DEFAULT_MODEL, resolve_model
 from rlaif.pairs import TIE, DataError, PreferencePair
+from rlaif.prompting import Prompting
 from rlaif.report import format_report, summarize
 from rlaif.score_cache import CachedBackend
 from rlaif.soft_labels import swap_average
@@ -25,6 +27,6 @@ def __getattr__(name):
     raise AttributeError(f"module 'rlaif' has no attribute {name!r}")
 
 
-__all__ = ["CachedBackend", "DEFAULT_MODEL", "TIE", "DataError", "LabelBackend", "LabelTokenError", "PreferencePair",
+__all__ = ["CachedBackend", "DEFAULT_MODEL", "TIE", "DataError", "DirectScorer", "Prompting", "LabelBackend", "LabelTokenError", "PreferencePair",
            "PromptTemplate", "TransformersBackend", "format_report", "label_pairs", "list_tasks",
-           "load_pairs", "read_labels", "resolve_model", "summarize", "swap_average", "to_dataset"]
+           "load_pairs", "read_labels", "resolve_model", "score_pairs", "summarize", "swap_average", "to_dataset"]

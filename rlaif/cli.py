@@ -37,9 +37,26 @@ def _label_map(text: str | None) -> dict[Any, int] | None:
     return result
 
 
+def _prompting(args: argparse.Namespace):
+    from rlaif.prompting import Prompting
+
+    clamp = None
+    if args.clamp:
+        try:
+            lo, hi = (float(x) for x in args.clamp.split(","))
+        except ValueError:
+            raise SystemExit(f"error: --clamp must look like 0.4,0.6; got {args.clamp!r}") from None
+        clamp = (lo, hi)
+    return Prompting(preambles=tuple(args.preamble.split(",")), ensemble=args.ensemble, shots=args.shots,
+                     random_shots=args.random_shots, cot=args.cot, cot_max_tokens=args.cot_max_tokens,
+                     cot_samples=args.cot_samples, cot_temperature=args.cot_temperature, clamp=clamp,
+                     seed=args.seed)
+
+
 def cmd_label(args: argparse.Namespace) -> int:
     from rlaif.backends.transformers_backend import TransformersBackend
-    from rlaif.labeler import label_pairs
+    from rlaif.direct_scores import DirectScorer
+    from rlaif.labeler import label_pairs, score_pairs
     from rlaif.loaders import load_pairs
     from rlaif.report import format_report, summarize
     from rlaif.score_cache import CachedBackend
@@ -53,7 +70,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     if task is None:
         raise SystemExit(f"error: --task is required for --format {args.format} "
                          "(see `rlaif templates` for the tasks that ship)")
-    template = PromptTemplate(task, args.preamble, args.templates)
+    template = PromptTemplate(task, args.preamble.split(",")[0], args.templates)
     pairs = load_pairs(args.data, args.format, limit=args.limit, seed=args.seed,
                        columns=_mapping(args.columns, "--columns"), label_map=_label_map(args.label_map),
                        skip_bad=args.skip_bad, split=args.split,
@@ -68,8 +85,12 @@ def cmd_label(args: argparse.Namespace) -> int:
     print(f"model: {backend.source}; template: {template.name}; {len(pairs)} pairs", file=sys.stderr)
     if not args.no_cache:
         backend = CachedBackend(backend, args.cache or f"{args.out}.cache.sqlite")
-    labels = label_pairs(pairs, backend, template, chat_template=args.chat_template, out=args.out,
-                         fresh=args.fresh, progress=not args.quiet)
+    if args.direct:
+        scorer = DirectScorer(backend, template, chat_template=args.chat_template)
+        labels = score_pairs(pairs, scorer, out=args.out, fresh=args.fresh, progress=not args.quiet)
+    else:
+        labels = label_pairs(pairs, backend, template, chat_template=args.chat_template, out=args.out,
+                             fresh=args.fresh, prompting=_prompting(args), progress=not args.quiet)
     cached = f" ({backend.hits} prompts from the score cache, {backend.misses} scored)" if not args.no_cache else ""
     print(f"wrote {len(labels)} rows to {args.out} in {time.time() - started:.0f} s{cached}", file=sys.stderr)
     print(format_report(summarize(labels)))
@@ -126,7 +147,21 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--data", required=True, help="file, folder, or Hugging Face hub name")
     label.add_argument("--format", required=True, choices=sorted(FORMATS) + list(GENERIC_FORMATS))
     label.add_argument("--task", help=f"template task (default per format: {DEFAULT_TASK})")
-    label.add_argument("--preamble", default="base", choices=["base", "detailed"])
+    label.add_argument("--preamble", default="base",
+                       help="preamble name (base, detailed, principle_1, ...); several, comma-separated, "
+                            "make an ensemble")
+    label.add_argument("--ensemble", default="average", choices=["average", "sample"],
+                       help="with several preambles: average the label over all, or sample one per pair (seeded)")
+    label.add_argument("--shots", type=int, default=0, help="few-shot exemplars from the task's exemplars.jsonl")
+    label.add_argument("--random-shots", action="store_true", help="seeded random exemplars per pair (else file order)")
+    label.add_argument("--cot", action="store_true", help="two-step chain-of-thought: generate a rationale per order, "
+                                                          "then read the label after it")
+    label.add_argument("--cot-max-tokens", type=int, default=256)
+    label.add_argument("--cot-samples", type=int, default=1, help="self-consistency: rationales sampled per order")
+    label.add_argument("--cot-temperature", type=float, default=0.0, help="0 = greedy")
+    label.add_argument("--clamp", help="lo,hi: clamp each order's probability, e.g. 0.4,0.6 (Constitutional AI)")
+    label.add_argument("--direct", action="store_true",
+                       help="direct scoring: each response scored 1-10 alone; P(1 preferred) = sigmoid(s1 - s2)")
     label.add_argument("--templates", help="folder of your own task templates (default: the shipped ones)")
     label.add_argument("--model", default=DEFAULT_MODEL,
                        help="catalogue name (see `rlaif models`), local folder, .gguf file or hub name "

@@ -174,3 +174,48 @@ def test_notebook_runs_top_to_bottom(example_labels, matplotlib_present, monkeyp
         plt.close("all")
     else:
         assert namespace["plt"] is None and "skipping the histogram" in out
+
+
+def test_prompt_variants_experiment_runs_every_variant_on_the_same_pairs(tmp_path):
+    import importlib.util
+
+    from test_prompting import ScoreFake
+
+    class Both(ScoreFake):
+        """Pairwise labels from FakeBackend, 1-10 scores from ScoreFake."""
+
+        def label_logprobs(self, prompts, labels):
+            if len(labels) == 10:
+                return super().label_logprobs(prompts, labels)
+            return FakeBackend.label_logprobs(self, prompts, labels)
+
+    spec = importlib.util.spec_from_file_location("prompt_variants", REPO / "experiments" / "prompt_variants.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"id": f"x{i}", "context": f"q{i}", "response_1": "GOOD a" if i % 2 else "b",
+                                        "response_2": "b" if i % 2 else "GOOD a", "label": 1 if i % 2 else 2}) + "\n"
+                            for i in range(4)))
+    config = tmp_path / "c.yaml"
+    config.write_text(f"""model: fake
+chat_template: false
+results: {tmp_path / 'results'}
+datasets:
+  tiny: {{format: jsonl, path: {data}, task: instruction, limit: 4}}
+variants:
+  base: {{preambles: [base]}}
+  two_shot: {{shots: 2}}
+  cot: {{cot: true, cot_max_tokens: 8}}
+  direct: {{direct: true}}
+  ensemble: {{preambles: [base, detailed]}}
+""")
+    table = module.main(["--config", str(config)], backend=Both())
+    assert list(table[table.dataset == "tiny"]["variant"]) == ["base", "two_shot", "cot", "direct", "ensemble"]
+    assert (table["pairs"] == 4).all() and len(table) == 10
+    assert table.set_index(["dataset", "variant"]).loc[("tiny", "direct"), "alignment"] == 1.0
+    for name in ("variants.csv", "variants.json", "variants.md", "config.json"):
+        assert (tmp_path / "results" / name).is_file()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(config.read_text().replace("shots: 2", "shotz: 2"))
+    with pytest.raises(TypeError, match="shotz"):
+        module.main(["--config", str(bad)], backend=Both())

@@ -3,6 +3,7 @@
 Marked ``model``: slow (the model loads in ~25 s), run by CI all the same.
 """
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -164,3 +165,42 @@ def test_a_local_model_folder_loads_and_scores(tmp_path, backend):
     got = local.label_logprobs([PROMPT, PROMPT + " x"], ["1", "2"])
     assert got[0] == pytest.approx(reference_logprobs(local, PROMPT, ids), abs=1e-5)
     assert not np.allclose(got[0], backend.label_logprobs([PROMPT], ["1", "2"])[0])
+
+
+def test_generate_is_greedy_by_default_and_stops_at_stop_strings(backend):
+    prompt = "List three colours, one per line:\n1."
+    greedy = backend.generate([prompt, prompt], max_new_tokens=12)
+    assert greedy[0] == greedy[1] and len(greedy[0]) == 1 and greedy[0][0]
+    ids = backend.tokenizer(prompt, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        reference = backend.model.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=backend.pad_id)
+    assert greedy[0][0] == backend.tokenizer.decode(reference[0, ids.shape[1]:], skip_special_tokens=True)
+    stopped = backend.generate([prompt], max_new_tokens=12, stop=["\n"])[0][0]
+    assert "\n" not in stopped and greedy[0][0].startswith(stopped)
+    sampled = backend.generate([prompt], max_new_tokens=8, temperature=1.0, n=3, seed=1)[0]
+    assert len(sampled) == 3 and sampled == backend.generate([prompt], max_new_tokens=8, temperature=1.0, n=3, seed=1)[0]
+
+
+def test_two_step_cot_on_the_real_model(backend):
+    from rlaif.prompting import Prompting
+
+    pair = load_pairs(None, "examples", limit=1)[0]
+    labels = label_pairs([pair], backend, PromptTemplate("instruction"), chat_template=True,
+                         prompting=Prompting(cot=True, cot_max_tokens=16), progress=False)
+    row = labels.iloc[0]
+    assert len(row["rationales_first_order"]) == 1 and len(row["rationales_swapped_order"]) == 1
+    assert 0 < row["p"] < 1 and set(row["flags"]) <= {"low_candidate_mass"}
+
+
+def test_one_and_stop_on_the_real_model(backend):
+    """P(score 1) = P("1") - P("10") equals P("1") * (1 - P("0" | "1")), by brute force."""
+    from rlaif.direct_scores import SCORE_LABELS, score_distribution
+
+    prompt = PromptTemplate("helpful").render_score("Human: hi", "Hello! How can I help?").text
+    logprobs = backend.label_logprobs([prompt], SCORE_LABELS)
+    distribution, mass = score_distribution(logprobs)
+    p1, p10 = math.exp(brute_force(backend, prompt, "1")), math.exp(brute_force(backend, prompt, "10"))
+    zero_after_one = math.exp(brute_force(backend, prompt + "1", "0"))
+    assert p1 - p10 == pytest.approx(p1 * (1 - zero_after_one), rel=1e-3)
+    assert distribution[0].sum() == pytest.approx(1.0)
+    assert distribution[0, 0] == pytest.approx((p1 - p10) / mass[0], rel=1e-3)
