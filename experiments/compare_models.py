@@ -33,7 +33,7 @@ def main(argv=None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", help="comma-separated names (default: every installed catalogue model)")
     parser.add_argument("--limit", type=int, default=20, help="pairs per data set")
-    parser.add_argument("--datasets", default="hh-rlhf-harmless,hhh,llmbar-natural",
+    parser.add_argument("--datasets", default="hh-rlhf-harmless,hhh-harmless,hhh-helpful,llmbar-natural",
                         help="which of label_shared_data.DATASETS to use")
     parser.add_argument("--data-root", default="../shared/data")
     parser.add_argument("--results", default="results/compare_models")

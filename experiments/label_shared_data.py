@@ -21,16 +21,19 @@ from pathlib import Path
 import pandas as pd
 
 import rlaif
-from rlaif.loaders import DEFAULT_TASK
 from rlaif.report import json_safe
 
-# (name, loader format, path under --data-root); each is labeled with DEFAULT_TASK[format]:
-# hh-rlhf -> harmless, hhh -> helpful, llmbar -> instruction, prd -> instruction.
+# (name, loader format, path under --data-root, template task). Each HHH subset gets the task
+# that matches what its human labels judge: harmlessness data with the helpful question would
+# reward compliance with harmful requests.
 DATASETS = [
-    ("hh-rlhf-harmless", "hh-rlhf", "hh-rlhf/harmless-base/dev.jsonl.gz"),
-    ("hhh", "hhh", "hhh_alignment"),
-    ("llmbar-natural", "llmbar", "llmbar/LLMBar_Natural"),
-    ("prd-lfqa", "prd", "prd_lfqa/experts_pairwise_human_preferences.jsonl"),
+    ("hh-rlhf-harmless", "hh-rlhf", "hh-rlhf/harmless-base/dev.jsonl.gz", "harmless"),
+    ("hhh-harmless", "hhh", "hhh_alignment/harmless/task.json", "harmless"),
+    ("hhh-helpful", "hhh", "hhh_alignment/helpful/task.json", "helpful"),
+    ("hhh-honest", "hhh", "hhh_alignment/honest/task.json", "helpful"),
+    ("hhh-other", "hhh", "hhh_alignment/other/task.json", "helpful"),
+    ("llmbar-natural", "llmbar", "llmbar/LLMBar_Natural", "instruction"),
+    ("prd-lfqa", "prd", "prd_lfqa/experts_pairwise_human_preferences.jsonl", "instruction"),
 ]
 SUMMARY_COLUMNS = ["dataset", "format", "task", "pairs", "pairs_scored", "alignment",
                    "same_position", "mean_candidate_mass", "seconds"]
@@ -45,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=True,
                         help="wrap prompts in the model's chat template (default: on)")
     parser.add_argument("--results", default="results/label_shared_data", help="output folder")
-    parser.add_argument("--datasets", default=",".join(name for name, _, _ in DATASETS),
+    parser.add_argument("--datasets", default=",".join(name for name, *_ in DATASETS),
                         help="comma-separated subset of the data set names below")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -63,15 +66,15 @@ def main(argv=None, backend=None) -> pd.DataFrame:
     # ---- which data sets are here
     available = []
     chosen = args.datasets.split(",")
-    unknown = set(chosen) - {name for name, _, _ in DATASETS}
+    unknown = set(chosen) - {name for name, *_ in DATASETS}
     if unknown:
-        raise SystemExit(f"unknown data set(s) {sorted(unknown)}; known: {[name for name, _, _ in DATASETS]}")
-    for name, fmt, relative in DATASETS:
+        raise SystemExit(f"unknown data set(s) {sorted(unknown)}; known: {[name for name, *_ in DATASETS]}")
+    for name, fmt, relative, task in DATASETS:
         if name not in chosen:
             continue
         path = data_root / relative
         if path.exists():
-            available.append((name, fmt, path))
+            available.append((name, fmt, path, task))
         else:
             print(f"note: skipping {name}: {path} not found")
 
@@ -90,17 +93,16 @@ def main(argv=None, backend=None) -> pd.DataFrame:
         **vars(args),
         "rlaif_version": rlaif.__version__,
         "backend": backend.fingerprint() if backend is not None else None,
-        "datasets": [{"dataset": name, "format": fmt, "path": str(path), "task": DEFAULT_TASK[fmt]}
-                     for name, fmt, path in available],
-        "skipped": [name for name, _, _ in DATASETS if name not in {n for n, _, _ in available}],
+        "datasets": [{"dataset": name, "format": fmt, "path": str(path), "task": task}
+                     for name, fmt, path, task in available],
+        "skipped": [name for name, *_ in DATASETS if name in chosen and name not in {n for n, *_ in available}],
         "argv": sys.argv if argv is None else list(argv),
     }
     (results / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
 
     # ---- label each set, resumably, and summarize it
     rows = []
-    for name, fmt, path in available:
-        task = DEFAULT_TASK[fmt]
+    for name, fmt, path, task in available:
         template = rlaif.PromptTemplate(task, args.preamble)
         pairs = rlaif.load_pairs(path, fmt, limit=args.limit)
         out = results / f"{name}.jsonl"

@@ -39,7 +39,7 @@ def alignment_from_jsonl(path):
 # ------------------------------------------------------------------ experiment script
 
 def test_experiment_labels_each_available_set_and_resumes(experiment, tmp_path):
-    available = [(name, fmt) for name, fmt, rel in experiment.DATASETS if (SHARED_DATA / rel).exists()]
+    available = [(name, fmt, task) for name, fmt, rel, task in experiment.DATASETS if (SHARED_DATA / rel).exists()]
     if not available:
         pytest.skip(f"no shared data under {SHARED_DATA}")
     results = tmp_path / "results"
@@ -48,14 +48,15 @@ def test_experiment_labels_each_available_set_and_resumes(experiment, tmp_path):
     table = experiment.main(argv, backend=FakeBackend())
 
     # one row per available set, in the script's order, written to CSV and JSON alike
-    assert table["dataset"].tolist() == [name for name, _ in available]
+    assert table["dataset"].tolist() == [name for name, *_ in available]
     csv = pd.read_csv(results / "summary.csv")
     summary_json = json.loads((results / "summary.json").read_text())
     assert csv["dataset"].tolist() == [row["dataset"] for row in summary_json] == table["dataset"].tolist()
     assert set(experiment.SUMMARY_COLUMNS) <= set(csv.columns)
-    for row, (name, fmt) in zip(summary_json, available):
+    assert {(name, task) for name, _, task in available} >= {("hhh-harmless", "harmless"), ("hhh-honest", "helpful")}
+    for row, (name, fmt, task) in zip(summary_json, available):
         assert row["pairs"] == 3
-        assert row["format"] == fmt and row["task"] == experiment.DEFAULT_TASK[fmt]
+        assert row["format"] == fmt and row["task"] == task
         n, alignment = alignment_from_jsonl(results / f"{name}.jsonl")
         assert n == 3
         assert (row["alignment"] if row["alignment"] is not None else math.nan) == \
@@ -65,7 +66,7 @@ def test_experiment_labels_each_available_set_and_resumes(experiment, tmp_path):
             (labels["position_first_order"] == labels["position_swapped_order"]).mean())
         assert row["mean_candidate_mass"] == pytest.approx(0.5)  # FakeBackend's mass
         assert row["seconds"] >= 0
-        assert set(labels["template"]) == {f"{experiment.DEFAULT_TASK[fmt]}/base"}
+        assert set(labels["template"]) == {f"{task}/base"}
         assert set(labels["chat_template"]) == {True}
     config = json.loads((results / "config.json").read_text())
     assert config["limit"] == 3 and config["chat_template"] is True and config["model"] == "smollm2-135m"
@@ -73,11 +74,11 @@ def test_experiment_labels_each_available_set_and_resumes(experiment, tmp_path):
     assert [d["dataset"] for d in config["datasets"]] == table["dataset"].tolist()
 
     # a rerun with the same settings resumes: no new prompts, same numbers
-    before = {name: (results / f"{name}.jsonl").read_bytes() for name, _ in available}
+    before = {name: (results / f"{name}.jsonl").read_bytes() for name, *_ in available}
     rerun_backend = FakeBackend()
     again = experiment.main(argv, backend=rerun_backend)
     assert rerun_backend.prompts_seen == []
-    assert {name: (results / f"{name}.jsonl").read_bytes() for name, _ in available} == before
+    assert {name: (results / f"{name}.jsonl").read_bytes() for name, *_ in available} == before
     pd.testing.assert_frame_equal(again.drop(columns="seconds"), table.drop(columns="seconds"))
 
 
@@ -94,11 +95,11 @@ def test_experiment_skips_missing_sets_with_a_note(experiment, tmp_path, capsys)
 
     assert table["dataset"].tolist() == ["llmbar-natural"] and table["pairs"].tolist() == [2]
     out = capsys.readouterr().out
-    for name in ("hh-rlhf-harmless", "hhh", "prd-lfqa"):
+    missing = ["hh-rlhf-harmless", "hhh-harmless", "hhh-helpful", "hhh-honest", "hhh-other", "prd-lfqa"]
+    for name in missing:
         assert f"skipping {name}" in out
     assert set(read_labels(tmp_path / "r" / "llmbar-natural.jsonl")["chat_template"]) == {False}
-    assert json.loads((tmp_path / "r" / "config.json").read_text())["skipped"] == ["hh-rlhf-harmless", "hhh",
-                                                                                 "prd-lfqa"]
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["skipped"] == missing
 
 
 # ------------------------------------------------------------------ notebook
