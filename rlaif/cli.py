@@ -71,6 +71,7 @@ def cmd_label(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: --task is required for --format {args.format} "
                          "(see `rlaif templates` for the tasks that ship)")
     template = PromptTemplate(task, args.preamble.split(",")[0], args.templates)
+    prompting = _prompting(args)  # bad combinations fail here, before the model loads
     pairs = load_pairs(args.data, args.format, limit=args.limit, seed=args.seed,
                        columns=_mapping(args.columns, "--columns"), label_map=_label_map(args.label_map),
                        skip_bad=args.skip_bad, split=args.split,
@@ -90,7 +91,7 @@ def cmd_label(args: argparse.Namespace) -> int:
         labels = score_pairs(pairs, scorer, out=args.out, fresh=args.fresh, progress=not args.quiet)
     else:
         labels = label_pairs(pairs, backend, template, chat_template=args.chat_template, out=args.out,
-                             fresh=args.fresh, prompting=_prompting(args), progress=not args.quiet)
+                             fresh=args.fresh, prompting=prompting, progress=not args.quiet)
     cached = f" ({backend.hits} prompts from the score cache, {backend.misses} scored)" if not args.no_cache else ""
     print(f"wrote {len(labels)} rows to {args.out} in {time.time() - started:.0f} s{cached}", file=sys.stderr)
     print(format_report(summarize(labels)))

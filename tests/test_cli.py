@@ -131,3 +131,26 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path)
             assert a[key] == pytest.approx(b[key], abs=1e-6)
         assert {k: v for k, v in a.items() if not k.startswith(("p", "logprobs", "mass", "candidate"))} == \
                {k: v for k, v in b.items() if not k.startswith(("p", "logprobs", "mass", "candidate"))}
+
+
+def test_bad_technique_settings_fail_before_the_model_loads(tmp_path):
+    result = run("label", "--data", "examples", "--format", "examples", "--cot", "--cot-samples", "3",
+                 "--out", str(tmp_path / "o.jsonl"))
+    assert result.returncode == 2 and "cot_temperature" in result.stderr and "model:" not in result.stderr
+    result = run("label", "--data", "examples", "--format", "examples", "--preamble", "base,nope",
+                 "--out", str(tmp_path / "o.jsonl"))
+    assert result.returncode == 2 and "nope" in result.stderr
+
+
+@pytest.mark.model
+def test_technique_switches_from_the_command_line(tmp_path):
+    common = ["label", "--data", "examples", "--format", "examples", "--limit", "2", "--quiet"]
+    direct = run(*common, "--direct", "--out", str(tmp_path / "direct.jsonl"))
+    assert direct.returncode == 0, direct.stderr
+    rows = [json.loads(line) for line in (tmp_path / "direct.jsonl").read_text().splitlines()]
+    assert all(1 <= r["score_1"] <= 10 and 1 <= r["score_2"] <= 10 for r in rows)
+    assert rows[0]["template"] == "instruction/direct-score"
+    shots = run(*common, "--shots", "1", "--preamble", "base,principle_1", "--out", str(tmp_path / "shots.jsonl"))
+    assert shots.returncode == 0, shots.stderr
+    rows = [json.loads(line) for line in (tmp_path / "shots.jsonl").read_text().splitlines()]
+    assert all(r["preambles"] == ["base", "principle_1"] and r["prompting"]["shots"] == 1 for r in rows)
