@@ -11,7 +11,7 @@ from rlaif.loaders import load_pairs
 from rlaif.models import DEFAULT_MODEL, resolve_model
 from rlaif.pairs import TIE, DataError, PreferencePair
 from rlaif.prompting import Prompting
-from rlaif.report import format_report, summarize
+from rlaif.report import analyze, format_report, summarize
 from rlaif.score_cache import CachedBackend
 from rlaif.soft_labels import swap_average
 from rlaif.templates import PromptTemplate, list_tasks
@@ -27,6 +27,6 @@ def __getattr__(name):
     raise AttributeError(f"module 'rlaif' has no attribute {name!r}")
 
 
-__all__ = ["CachedBackend", "DEFAULT_MODEL", "TIE", "DataError", "DirectScorer", "Prompting", "LabelBackend", "LabelTokenError", "PreferencePair",
+__all__ = ["analyze", "CachedBackend", "DEFAULT_MODEL", "TIE", "DataError", "DirectScorer", "Prompting", "LabelBackend", "LabelTokenError", "PreferencePair",
            "PromptTemplate", "TransformersBackend", "format_report", "label_pairs", "list_tasks",
            "load_pairs", "read_labels", "resolve_model", "score_pairs", "summarize", "swap_average", "to_dataset"]

@@ -100,10 +100,35 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from rlaif.label_store import read_labels
-    from rlaif.report import format_report, json_safe, summarize
+    from rlaif.report import analyze, format_report, json_safe
 
-    summary = summarize(read_labels(args.labels))
+    labels = read_labels(args.labels)
+    summary = analyze(labels, by=args.by, bins=args.bins, tie_band=args.tie_band)
     print(json.dumps(json_safe(summary), indent=2) if args.json else format_report(summary))
+    if args.html:
+        from rlaif.html_report import write_html
+
+        path = write_html(labels, args.html, title=f"rlaif report: {args.labels}", by=args.by, bins=args.bins,
+                          tie_band=args.tie_band)
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from rlaif import metrics
+    from rlaif.label_store import read_labels
+    from rlaif.report import json_safe
+
+    a, b = read_labels(args.a), read_labels(args.b)
+    result = metrics.labeler_agreement(a, b, tie_band=args.tie_band)
+    if args.json:
+        print(json.dumps(json_safe(result), indent=2))
+        return 0
+    print(f"common pairs             {result['common_pairs']}")
+    print(f"alignment                A {result['alignment_a']:.1%}   B {result['alignment_b']:.1%}")
+    print(f"A and B agree            {result['agreement']:.1%} (Cohen's kappa {result['kappa']:.3f})")
+    print(f"McNemar (exact)          A right/B wrong {result['mcnemar_b']}, A wrong/B right {result['mcnemar_c']}, "
+          f"p = {result['mcnemar_p']:.4f}")
     return 0
 
 
@@ -201,7 +226,19 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="agreement with human labels, position bias, candidate mass")
     report.add_argument("labels", help="labels file written by `rlaif label`")
     report.add_argument("--json", action="store_true", help="print one JSON object")
+    report.add_argument("--html", help="also write a self-contained HTML report with plots to this file")
+    report.add_argument("--by", default="task", help="column to break alignment down by (default task)")
+    report.add_argument("--bins", type=int, default=10, help="calibration bins")
+    report.add_argument("--tie-band", type=float, default=0.0,
+                        help="count |p - 0.5| < this as an AI tie (a disagreement)")
     report.set_defaults(func=cmd_report)
+
+    compare = commands.add_parser("compare", help="two labeling runs side by side on their common pairs (McNemar)")
+    compare.add_argument("a", help="labels file A")
+    compare.add_argument("b", help="labels file B")
+    compare.add_argument("--json", action="store_true")
+    compare.add_argument("--tie-band", type=float, default=0.0)
+    compare.set_defaults(func=cmd_compare)
 
     templates = commands.add_parser("templates", help="list the labeling tasks and their templates")
     templates.add_argument("--templates", help="folder of your own task templates")

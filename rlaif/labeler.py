@@ -78,8 +78,8 @@ def run_id(backend: LabelBackend, template: PromptTemplate, chat_template: bool,
 
 
 def _row(pair: PreferencePair, run_info: dict[str, Any], **values) -> dict[str, Any]:
-    return {"id": pair.id, "task": pair.task, **values, "human_choice": pair.human_choice, **run_info,
-            "metadata": pair.metadata}
+    return {"id": pair.id, "task": pair.task, **values, "human_choice": pair.human_choice,
+            "length_1": len(pair.response_1), "length_2": len(pair.response_2), **run_info, "metadata": pair.metadata}
 
 
 def _scored_rows(pairs: Sequence[PreferencePair], extras: Sequence[dict[str, Any]], logprobs_first,

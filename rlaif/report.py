@@ -72,6 +72,39 @@ def _pct(x: float) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
 
+def analyze(labels: pd.DataFrame, *, by: str = "task", bins: int = 10, tie_band: float = 0.0,
+            n_resamples: int = 2000) -> dict[str, Any]:
+    """``summarize`` plus what a careful reviewer asks for (see rlaif.metrics for each formula):
+    alignment with a bootstrap interval and per group, Cohen's kappa, ties, calibration, accuracy
+    of confident pairs, position and length bias, and human-human agreement where annotators exist."""
+    from rlaif import metrics
+
+    result = summarize(labels)
+    if tie_band:
+        result["alignment"] = metrics.alignment(labels, tie_band=tie_band)
+    result["tie_band"] = tie_band
+    result["alignment_ci"] = metrics.alignment_ci(labels, tie_band=tie_band, n_resamples=n_resamples)
+    result["kappa"] = metrics.ai_human_kappa(labels, tie_band=tie_band)
+    result["ties"] = metrics.tie_counts(labels, tie_band=tie_band)
+    calibration = metrics.calibration(labels, bins=bins)
+    result["calibration"] = {key: calibration[key] for key in ("ece", "brier", "log_loss", "n")}
+    confident = metrics.accuracy_by_confidence(labels, tie_band=tie_band)
+    result["accuracy_by_confidence"] = confident.to_dict(orient="records")
+    bias = metrics.position_bias(labels)
+    result["position_bias"].update({k: bias[k] for k in ("mean_p_shown_first_first_order",
+                                                          "mean_p_shown_first_swapped_order")})
+    if {"length_1", "length_2"} <= set(labels.columns):
+        length = metrics.length_bias(labels)
+        result["length_bias"] = {k: length[k] for k in ("ai_prefers_longer", "human_prefers_longer", "n")}
+    if by in labels.columns:
+        groups = metrics.alignment_by_group(labels, by=by, tie_band=tie_band, n_resamples=n_resamples)
+        result["by_" + by] = {str(name): row for name, row in groups.to_dict(orient="index").items()}
+    humans = metrics.human_agreement(labels)
+    if humans["pairs"]:
+        result["human_agreement"] = {**humans, "ai_vs_annotators": metrics.ai_vs_annotators(labels, tie_band=tie_band)}
+    return result
+
+
 def _num(x: float) -> str:
     return "n/a" if isinstance(x, float) and math.isnan(x) else f"{x:.3f}"
 
@@ -95,4 +128,31 @@ def format_report(summary: dict[str, Any]) -> str:
         f"AI ties (p = 0.5)        {summary['ai_ties']}",
         f"flags                    {', '.join(f'{k} {v}' for k, v in summary['flags'].items()) or 'none'}",
     ]
+    if "alignment_ci" in summary:
+        ci, cal = summary["alignment_ci"], summary["calibration"]
+        at = next(i for i, line in enumerate(lines) if line.startswith("alignment with humans"))
+        lines[at] += f"  (95% CI {_pct(ci['low'])} - {_pct(ci['high'])}, n={ci['n']})"
+        lines += [
+            f"Cohen's kappa vs humans  {_num(summary['kappa'])}",
+            f"calibration              ECE {_num(cal['ece'])}, Brier {_num(cal['brier'])}, "
+            f"log loss {_num(cal['log_loss'])}",
+            f"mean P(shown first)      first order {_num(summary['position_bias']['mean_p_shown_first_first_order'])}, "
+            f"swapped order {_num(summary['position_bias']['mean_p_shown_first_swapped_order'])}",
+        ]
+        if "length_bias" in summary:
+            length = summary["length_bias"]
+            lines.append(f"prefers longer response  AI {_pct(length['ai_prefers_longer'])}, "
+                         f"people {_pct(length['human_prefers_longer'])} (n={length['n']})")
+        if "human_agreement" in summary:
+            humans = summary["human_agreement"]
+            lines.append(f"human-human agreement    {_pct(humans['mean_pairwise_agreement'])} "
+                         f"(Fleiss kappa {_num(humans['fleiss_kappa'])}); AI vs each annotator "
+                         f"{_pct(humans['ai_vs_annotators'])}")
+        lines.append("accuracy by confidence   " + "; ".join(
+            f">= {row['low']:.1f}: {_pct(row['accuracy_if_kept'])} of {_pct(row['kept_share'])} kept"
+            for row in summary["accuracy_by_confidence"]))
+        for key in (k for k in summary if k.startswith("by_")):
+            for name, row in summary[key].items():
+                lines.append(f"  {key[3:]} {name:20s} {_pct(row['alignment'])} "
+                             f"[{_pct(row['low'])} - {_pct(row['high'])}] n={row['n']}")
     return "\n".join(lines)

@@ -40,8 +40,13 @@ def test_report_json_matches_the_python_summary(tmp_path):
     report = json.loads(result.stdout)
     expected = summarize(labels)
     assert report["alignment"] == pytest.approx(expected["alignment"])
-    assert report["position_bias"] == pytest.approx(expected["position_bias"])
+    assert {k: report["position_bias"][k] for k in expected["position_bias"]} == pytest.approx(expected["position_bias"])
     assert report["pairs"] == 24
+    from rlaif import metrics
+
+    assert report["alignment_ci"]["low"] <= report["alignment"] <= report["alignment_ci"]["high"]
+    assert report["kappa"] == pytest.approx(metrics.ai_human_kappa(labels))
+    assert report["calibration"]["brier"] == pytest.approx(metrics.calibration(labels)["brier"])
     text = run("report", str(out))
     assert "alignment with humans" in text.stdout and f"{100 * expected['alignment']:.1f}%" in text.stdout
 
@@ -154,3 +159,32 @@ def test_technique_switches_from_the_command_line(tmp_path):
     assert shots.returncode == 0, shots.stderr
     rows = [json.loads(line) for line in (tmp_path / "shots.jsonl").read_text().splitlines()]
     assert all(r["preambles"] == ["base", "principle_1"] and r["prompting"]["shots"] == 1 for r in rows)
+
+
+def test_html_report_is_self_contained_with_every_plot(tmp_path):
+    out = tmp_path / "labels.jsonl"
+    label_pairs(load_pairs(None, "examples"), FakeBackend(), PromptTemplate("instruction"), out=out, progress=False)
+    result = run("report", str(out), "--html", str(tmp_path / "report.html"))
+    assert result.returncode == 0, result.stderr
+    page = (tmp_path / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 4  # alignment, reliability, position, length
+    for alt in ("alignment per group", "reliability diagram", "position bias", "length bias"):
+        assert f'alt="{alt}"' in page
+    assert "http://" not in page and "https://" not in page  # nothing fetched from elsewhere
+
+
+def test_compare_two_runs_with_mcnemar(tmp_path):
+    from rlaif import metrics
+    from rlaif.label_store import read_labels
+
+    pairs = load_pairs(None, "examples")
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    label_pairs(pairs, FakeBackend(), PromptTemplate("instruction"), out=a, progress=False)
+    label_pairs(pairs[:20], FakeBackend(first_bias=3.0), PromptTemplate("instruction"), out=b, progress=False)
+    result = run("compare", str(a), str(b), "--json")
+    assert result.returncode == 0, result.stderr
+    got = json.loads(result.stdout)
+    want = metrics.labeler_agreement(read_labels(a), read_labels(b))
+    assert got["common_pairs"] == 20 and got["mcnemar_p"] == pytest.approx(want["mcnemar_p"])
+    text = run("compare", str(a), str(b)).stdout
+    assert "McNemar" in text and "common pairs             20" in text

@@ -15,7 +15,7 @@ from rlaif.pairs import TIE
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "experiments" / "label_shared_data.py"
-NOTEBOOK = REPO / "notebooks" / "alignment_analysis.ipynb"
+NOTEBOOK = REPO / "notebooks" / "analysis.ipynb"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
@@ -128,53 +128,51 @@ def example_labels(tmp_path):
     return path, labels
 
 
-@pytest.mark.parametrize("matplotlib_present", [True, False], ids=["with-matplotlib", "without-matplotlib"])
-def test_notebook_runs_top_to_bottom(example_labels, matplotlib_present, monkeypatch, capsys):
-    path, labels = example_labels
-    if matplotlib_present:
-        matplotlib = pytest.importorskip("matplotlib")
-        matplotlib.use("Agg")
-    else:  # make `import matplotlib.pyplot` fail even where it is installed
-        monkeypatch.setitem(sys.modules, "matplotlib", None)
-        monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+@pytest.mark.parametrize("with_other", [False, True], ids=["one-run", "with-comparison"])
+def test_notebook_runs_top_to_bottom(example_labels, with_other, tmp_path, capsys):
+    import matplotlib
 
+    from rlaif import metrics
+
+    matplotlib.use("Agg")
+    path, labels = example_labels
+    other = tmp_path / "other.jsonl"
+    label_pairs(load_pairs(None, "examples"), FakeBackend(first_bias=2.0), PromptTemplate("instruction"),
+                out=other, progress=False)
     notebook = json.loads(NOTEBOOK.read_text())
     namespace = {"__name__": "__main__"}
     parameters_seen = False
     for cell in notebook["cells"]:
         if cell["cell_type"] != "code":
             continue
-        source = "".join(cell["source"])
-        exec(compile(source, f"<{NOTEBOOK.name} {cell.get('id')}>", "exec"), namespace)
+        exec(compile("".join(cell["source"]), f"<{NOTEBOOK.name} {cell.get('id')}>", "exec"), namespace)
         if "parameters" in cell["metadata"].get("tags", []):
             assert namespace["LABELS"] == "runs/demo-labels.jsonl"
             namespace["LABELS"] = str(path)
+            namespace["OTHER"] = str(other) if with_other else None
             parameters_seen = True
     assert parameters_seen
 
     df = namespace["df"]
     assert isinstance(df, pd.DataFrame) and df["id"].tolist() == labels["id"].tolist()
-    assert set(df["task"]) == {"examples"}
     per_task = namespace["per_task"]
     assert per_task.index.tolist() == ["examples"]
     assert per_task.loc["examples", "alignment"] == pytest.approx(summarize(labels)["alignment"])
-    assert per_task.loc["examples", "pairs"] == len(labels)
-
+    assert namespace["calibration"]["n"] == summarize(labels)["pairs_scored"]
+    assert namespace["scaling"]["temperature"] > 0
     same = namespace["same_position"]
     assert len(same) == round(summarize(labels)["position_bias"]["same_position_both_orders"] * len(labels))
-    assert (same["position_first_order"] == same["position_swapped_order"]).all()
-
     worst = namespace["most_confident"]
     assert len(worst) <= 5 and (worst["ai_choice"] != worst["human_choice"]).all()
     assert worst["confidence"].is_monotonic_decreasing
-    out = capsys.readouterr().out
-    assert "alignment with humans" in out
-    if matplotlib_present:
-        import matplotlib.pyplot as plt
-        assert namespace["plt"] is plt
-        plt.close("all")
+    assert namespace["length"]["n"] > 0
+    if with_other:
+        assert namespace["comparison"] == metrics.labeler_agreement(labels, read_labels(other))
     else:
-        assert namespace["plt"] is None and "skipping the histogram" in out
+        assert namespace["comparison"] is None
+    assert "alignment with humans" in capsys.readouterr().out
+    import matplotlib.pyplot as plt
+    plt.close("all")
 
 
 def test_prompt_variants_experiment_runs_every_variant_on_the_same_pairs(tmp_path):
