@@ -78,12 +78,21 @@ class LabelStore:
             self.journal.unlink(missing_ok=True)
             self.out.unlink(missing_ok=True)
         self.done: dict[str, dict[str, Any]] = {}
-        for row in read_journal(self.journal):
+        if self.journal.exists():
+            source, rows = self.journal, read_journal(self.journal, repair=False)
+        elif self.out.exists():  # a finished .parquet run: resume from the file itself
+            # through JSON, so rows look as they do in a journal (lists, not arrays; None, not NaN)
+            source, rows = self.out, json.loads(read_labels(self.out).to_json(orient="records"))
+        else:
+            source, rows = self.out, []
+        for row in rows:
             if row.get("run_id") != run_id:
                 raise StoreError(
-                    f"{self.journal} holds labels from another run (model, template or settings differ: "
+                    f"{source} holds labels from another run (model, template or settings differ: "
                     f"run_id {row.get('run_id')} vs {run_id}); pass --fresh to overwrite, or another --out")
             self.done[row["id"]] = row
+        if self.journal.exists():
+            read_journal(self.journal, repair=True)  # only now, once the file is known to be ours
 
     def append(self, rows: Iterable[dict[str, Any]]) -> None:
         lines = b"".join(json.dumps(row, ensure_ascii=False).encode() + b"\n" for row in rows)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from rlaif.backends.base import LabelBackend
 from rlaif.direct_scores import SCORE_LABELS, DirectScorer
-from rlaif.label_store import LabelStore
+from rlaif.label_store import LabelStore, StoreError
 from rlaif.pairs import PreferencePair
 from rlaif.prompting import PairPrompts, Prompting
 from rlaif.soft_labels import candidate_mass, choice, swap_average
@@ -68,17 +68,30 @@ def fit_context(pair: PreferencePair, builder: PairPrompts,
 
 
 def run_id(backend: LabelBackend, template: PromptTemplate, chat_template: bool,
-           prompting: Prompting | None = None) -> str:
-    """Hash of everything that changes a label: engine settings, template files, labels, chat wrapping, techniques."""
+           prompting: Prompting | None = None, max_prompt_tokens: int | None = None) -> str:
+    """Hash of everything that changes a label: engine settings, template files, labels, chat wrapping,
+    techniques, the prompt-length limit."""
     settings = {"backend": backend.fingerprint(), "template": template.name,
                 "template_hash": template.fingerprint, "labels": template.labels, "chat_template": chat_template}
+    if max_prompt_tokens is not None:
+        settings["max_prompt_tokens"] = max_prompt_tokens
     if prompting is not None and prompting != Prompting(preambles=(template.preamble,)):
         settings["prompting"] = prompting.describe()
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def pair_hash(pair: PreferencePair) -> str:
+    """Hash of what is judged, so a resumed run notices different data under the same ids."""
+    payload = json.dumps([pair.context, pair.response_1, pair.response_2, pair.human_choice], ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+#: Rows with these flags are labeled again on resume: a failure is never served as a result.
+RETRY_FLAGS = ("nonfinite_logprobs", "skipped")
+
+
 def _row(pair: PreferencePair, run_info: dict[str, Any], **values) -> dict[str, Any]:
-    return {"id": pair.id, "task": pair.task, **values, "human_choice": pair.human_choice,
+    return {"id": pair.id, "pair_hash": pair_hash(pair), "task": pair.task, **values, "human_choice": pair.human_choice,
             "length_1": len(pair.response_1), "length_2": len(pair.response_2), **run_info, "metadata": pair.metadata}
 
 
@@ -148,9 +161,9 @@ def label_pairs(pairs: Sequence[PreferencePair], backend: LabelBackend, template
     """
     prompting = prompting or Prompting(preambles=(template.preamble,))
     builder = PairPrompts(template, backend, chat_template, prompting)
+    this_run = run_id(backend, template, chat_template, prompting, max_prompt_tokens)  # an explicit limit only
     if max_prompt_tokens is None:
         max_prompt_tokens = getattr(backend, "max_prompt_tokens", None)
-    this_run = run_id(backend, template, chat_template, prompting)
     run_info = {"model": backend.fingerprint()["model"], "template": template.name,
                 "template_hash": template.fingerprint, "labels": list(template.labels),
                 "chat_template": chat_template, "run_id": this_run}
@@ -170,6 +183,13 @@ def _run_steps(pairs: Sequence[PreferencePair], this_run: str, out: str | Path |
         raise ValueError(f"pair ids must be unique; {duplicate!r} appears more than once")
     store = LabelStore(out, this_run, fresh=fresh) if out is not None else None
     done = dict(store.done) if store else {}
+    by_id = {pair.id: pair for pair in pairs}
+    for pair_id, row in list(done.items()):
+        if pair_id in by_id and row.get("pair_hash") not in (None, pair_hash(by_id[pair_id])):
+            raise StoreError(f"{out}: the pair with id {pair_id!r} there differs from the one being labeled now "
+                             "(different data under the same ids?); use another --out, or --fresh")
+        if set(row.get("flags") or ()) & set(RETRY_FLAGS):
+            del done[pair_id]
     with tqdm(total=len(pairs), initial=sum(pair_id in done for pair_id in ids), desc="labeling pairs",
               unit="pair", disable=not progress) as bar:
         for start in range(0, len(pairs), pairs_per_step):

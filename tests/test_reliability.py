@@ -111,3 +111,46 @@ def test_injected_instructions_are_rendered_literally():
     pair = PreferencePair("inj", "Say hi", attack, "hi", 2)
     first, swapped = build_prompts(pair, TEMPLATE, FakeBackend(), chat_template=False)
     assert attack in first and attack in swapped and "{{ 1 + 1 }}" in first
+
+
+def test_different_data_under_the_same_ids_is_refused_on_resume(tmp_path):
+    from rlaif.label_store import StoreError
+
+    out = tmp_path / "run.jsonl"
+    label_pairs(pairs(4), FakeBackend(), TEMPLATE, out=out, progress=False)
+    other = pairs(4, prefix="another question")  # same ids p0..p3, other contexts
+    with pytest.raises(StoreError, match="differs"):
+        label_pairs(other, FakeBackend(), TEMPLATE, out=out, progress=False)
+
+
+def test_refused_files_are_left_untouched(tmp_path):
+    from rlaif.label_store import StoreError
+
+    out = tmp_path / "data.jsonl"
+    original = b'{"id": "x", "context": "not rlaif output"}\n{"id": "y", "context": "no newline at the end"}'
+    out.write_bytes(original)
+    with pytest.raises(StoreError, match="another run"):
+        label_pairs(pairs(2), FakeBackend(), TEMPLATE, out=out, progress=False)
+    assert out.read_bytes() == original
+
+
+def test_finished_parquet_runs_resume_and_refuse_like_jsonl(tmp_path):
+    from rlaif.label_store import StoreError, read_labels
+
+    out = tmp_path / "run.parquet"
+    label_pairs(pairs(10), FakeBackend(), TEMPLATE, out=out, progress=False)
+    again = FakeBackend()
+    label_pairs(pairs(10)[:4], again, TEMPLATE, out=out, progress=False)
+    assert again.calls == 0 and len(read_labels(out)) == 10
+    with pytest.raises(StoreError, match="another run"):
+        label_pairs(pairs(2), FakeBackend(name="other"), TEMPLATE, out=out, progress=False)
+    assert len(read_labels(out)) == 10
+
+
+def test_failed_rows_are_retried_on_resume(tmp_path):
+    out = tmp_path / "run.jsonl"
+    broken = PreferencePair("b", "BROKEN question", "GOOD", "meh", 1)
+    label_pairs(pairs(2) + [broken], FakeBackend(), TEMPLATE, out=out, progress=False)
+    retry = FakeBackend()
+    label_pairs(pairs(2) + [broken], retry, TEMPLATE, out=out, progress=False)
+    assert retry.calls == 1 and all("BROKEN" in p for p in retry.prompts_seen)
