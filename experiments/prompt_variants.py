@@ -76,7 +76,7 @@ def main(argv=None, backend=None) -> pd.DataFrame:
                 labels = score_pairs(pairs, scorer, out=out, progress=False)
             else:
                 prompting = Prompting(**{k: tuple(v) if isinstance(v, list) else v for k, v in variant.items()})
-                template = rlaif.PromptTemplate(dataset["task"], prompting.preambles[0])
+                template = rlaif.PromptTemplate(dataset["task"], (prompting.preambles or ("base",))[0])
                 labels = rlaif.label_pairs(pairs, backend, template, chat_template=config["chat_template"],
                                            prompting=prompting, out=out, progress=False)
             seconds = time.time() - started

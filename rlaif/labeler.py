@@ -24,7 +24,7 @@ from rlaif.direct_scores import SCORE_LABELS, DirectScorer
 from rlaif.label_store import LabelStore, StoreError
 from rlaif.pairs import PreferencePair
 from rlaif.prompting import PairPrompts, Prompting
-from rlaif.soft_labels import candidate_mass, choice, swap_average
+from rlaif.soft_labels import candidate_mass, candidate_probs, choice, swap_average
 from rlaif.templates import PromptTemplate
 
 TRUNCATION_MARK = "[...] "
@@ -35,7 +35,7 @@ LOW_MASS = 0.01
 def build_prompts(pair: PreferencePair, template: PromptTemplate, backend: LabelBackend,
                   chat_template: bool, context: str | None = None) -> tuple[str, str]:
     """The plain labeler's prompt in the first order (response 1 shown first) and the swapped order."""
-    builder = PairPrompts(template, backend, chat_template, Prompting(preambles=(template.preamble,)))
+    builder = PairPrompts(template, backend, chat_template, Prompting())
     first, swapped = builder.first_step(pair, context)
     return builder.label_prompt(*first[2:]), builder.label_prompt(*swapped[2:])
 
@@ -43,9 +43,11 @@ def build_prompts(pair: PreferencePair, template: PromptTemplate, backend: Label
 def _longest_prompt(builder: PairPrompts, pair: PreferencePair, context: str) -> int:
     """Tokens in the longest prompt this pair sends (a rationale counted at its maximum length)."""
     entries = builder.first_step(pair, context)
-    texts = [builder.label_prompt(message, ending) for _, _, message, ending in entries]
-    extra = builder.prompting.cot_max_tokens + 8 if builder.prompting.cot else 0
-    return max(builder.backend.count_tokens(texts)) + extra
+    rationale = "" if builder.prompting.cot else None  # a rationale's own tokens are added below
+    texts = [builder.label_prompt(message, ending, rationale) for _, _, message, ending in entries]
+    extra = builder.prompting.cot_max_tokens if builder.prompting.cot else 0
+    longest_label = max(builder.backend.count_tokens(list(builder.template.labels)))
+    return max(builder.backend.count_tokens(texts)) + extra + longest_label
 
 
 def fit_context(pair: PreferencePair, builder: PairPrompts,
@@ -76,7 +78,7 @@ def run_id(backend: LabelBackend, template: PromptTemplate, chat_template: bool,
     if max_prompt_tokens is not None:
         settings["max_prompt_tokens"] = max_prompt_tokens
     if prompting is not None and prompting != Prompting(preambles=(template.preamble,)):
-        settings["prompting"] = prompting.describe()
+        settings["prompting"] = prompting.describe()  # the plain labeler keeps the run ids it always had
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -96,9 +98,8 @@ def _row(pair: PreferencePair, run_info: dict[str, Any], **values) -> dict[str, 
 
 
 def _scored_rows(pairs: Sequence[PreferencePair], extras: Sequence[dict[str, Any]], logprobs_first,
-                 logprobs_swapped, template: PromptTemplate, run_info: dict[str, Any],
-                 clamp: tuple[float, float] | None = None) -> list[dict[str, Any]]:
-    soft = swap_average(logprobs_first, logprobs_swapped, template.asks_more_harmful, clamp=clamp)
+                 logprobs_swapped, template: PromptTemplate, run_info: dict[str, Any]) -> list[dict[str, Any]]:
+    soft = swap_average(logprobs_first, logprobs_swapped, template.asks_more_harmful)
     mass_first, mass_swapped = candidate_mass(logprobs_first), candidate_mass(logprobs_swapped)
     rows = []
     for i, pair in enumerate(pairs):
@@ -138,10 +139,22 @@ def _skipped_row(pair: PreferencePair, reason: str, run_info: dict[str, Any]) ->
 
 
 
-def _mixture(logprobs: np.ndarray) -> np.ndarray:
-    """log of the mean probability over several prompts (preambles, sampled rationales): [k, labels] -> [labels]."""
-    with np.errstate(divide="ignore"):
-        return np.log(np.mean(np.exp(logprobs), axis=0))
+def _combine(logprobs: np.ndarray, clamp: tuple[float, float] | None) -> np.ndarray:
+    """Several prompts for one order (preambles, sampled rationales) -> one row of label log-probs.
+
+    Each prompt's label distribution (softmax over the candidates) is clamped, if
+    asked, and the distributions are averaged with equal weight, as Lee et al. and
+    Constitutional AI average them; the candidate mass is averaged separately. The
+    result is returned as log(mean distribution x mean mass), so the usual softmax
+    and logsumexp of a row give back exactly those two.
+    """
+    distributions = candidate_probs(logprobs)
+    if clamp is not None:
+        distributions[:, 0] = np.clip(distributions[:, 0], *clamp)
+        distributions[:, 1:] = (1 - distributions[:, :1]) * distributions[:, 1:] / \
+            np.maximum(distributions[:, 1:].sum(axis=1, keepdims=True), 1e-300)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(distributions.mean(axis=0) * candidate_mass(logprobs).mean())
 
 
 def label_pairs(pairs: Sequence[PreferencePair], backend: LabelBackend, template: PromptTemplate, *,
@@ -159,8 +172,8 @@ def label_pairs(pairs: Sequence[PreferencePair], backend: LabelBackend, template
     scores the same batches as an uninterrupted one. ``max_prompt_tokens``
     defaults to the backend's limit.
     """
-    prompting = prompting or Prompting(preambles=(template.preamble,))
-    builder = PairPrompts(template, backend, chat_template, prompting)
+    builder = PairPrompts(template, backend, chat_template, prompting or Prompting())
+    prompting = builder.prompting  # preambles resolved
     this_run = run_id(backend, template, chat_template, prompting, max_prompt_tokens)  # an explicit limit only
     if max_prompt_tokens is None:
         max_prompt_tokens = getattr(backend, "max_prompt_tokens", None)
@@ -238,7 +251,7 @@ def _label_step(step: Sequence[PreferencePair], builder: PairPrompts, template: 
     for index in range(len(scored)):
         for order in (0, 1):
             mine = [k for k, owner in enumerate(owners) if owner == (index, order)]
-            per_order[order, index] = _mixture(logprobs[mine])
+            per_order[order, index] = _combine(logprobs[mine], prompting.clamp)
     if prompting.cot or len(prompting.preambles) > 1 or prompting.shots:
         for index, extra in enumerate(extras):
             mine = [(entry, thoughts) for entry, thoughts in zip(entries, rationales) if entry[0] == index]
@@ -246,7 +259,7 @@ def _label_step(step: Sequence[PreferencePair], builder: PairPrompts, template: 
             if prompting.cot:
                 extra["rationales_first_order"] = [t for entry, ts in mine if entry[1] == 0 for t in ts]
                 extra["rationales_swapped_order"] = [t for entry, ts in mine if entry[1] == 1 for t in ts]
-    return rows + _scored_rows(scored, extras, per_order[0], per_order[1], template, run_info, prompting.clamp)
+    return rows + _scored_rows(scored, extras, per_order[0], per_order[1], template, run_info)
 
 
 def score_pairs(pairs: Sequence[PreferencePair], scorer: DirectScorer, *, out: str | Path | None = None,

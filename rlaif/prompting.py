@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from rlaif.backends.base import LabelBackend
@@ -23,7 +23,7 @@ from rlaif.templates import PromptTemplate, TemplateError
 class Prompting:
     """Which techniques are on. The defaults are the plain labeler: base preamble, 0-shot, no CoT."""
 
-    preambles: tuple[str, ...] = ("base",)  #: several = an ensemble (Constitutional AI's principles)
+    preambles: tuple[str, ...] | None = None  #: None = the template's; several = an ensemble (CAI's principles)
     ensemble: str = "average"               #: "average" the label over all preambles, or "sample" one per pair
     shots: int = 0                          #: few-shot exemplars from the task's exemplars.jsonl
     random_shots: bool = False              #: seeded random choice per pair (else the file's order)
@@ -31,20 +31,21 @@ class Prompting:
     cot_max_tokens: int = 256
     cot_samples: int = 1                    #: > 1: self-consistency, rationales sampled at cot_temperature
     cot_temperature: float = 0.0            #: 0 = greedy
-    clamp: tuple[float, float] | None = None  #: clamp each order's P(shown first preferred), e.g. (0.4, 0.6)
+    clamp: tuple[float, float] | None = None  #: clamp each prompt's label probability, e.g. (0.4, 0.6)
     seed: int = 0
 
     def __post_init__(self):
-        if not self.preambles:
-            raise ValueError("preambles must name at least one preamble")
+        if self.preambles is not None and not self.preambles:
+            raise ValueError("preambles must name at least one preamble (or be None: the template's)")
         if self.ensemble not in ("average", "sample"):
             raise ValueError(f"ensemble must be 'average' or 'sample', got {self.ensemble!r}")
         if self.shots < 0 or self.cot_samples < 1 or self.cot_max_tokens < 1:
             raise ValueError("shots must be >= 0, cot_samples and cot_max_tokens >= 1")
         if self.cot_samples > 1 and self.cot_temperature <= 0:
             raise ValueError("self-consistency (cot_samples > 1) needs cot_temperature > 0")
-        if self.clamp is not None and not 0 <= self.clamp[0] < self.clamp[1] <= 1:
-            raise ValueError(f"clamp must be (lo, hi) with 0 <= lo < hi <= 1, got {self.clamp}")
+        if self.clamp is not None and not (0 <= self.clamp[0] < 0.5 < self.clamp[1] <= 1
+                                           and abs(self.clamp[0] + self.clamp[1] - 1) < 1e-9):
+            raise ValueError(f"clamp must be (lo, 1 - lo) with 0 <= lo < 0.5, e.g. (0.4, 0.6); got {self.clamp}")
 
     def describe(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,6 +91,8 @@ class PairPrompts:
     """Builds a pair's prompts for one ``Prompting`` and says how their results combine."""
 
     def __init__(self, template: PromptTemplate, backend: LabelBackend, chat_template: bool, prompting: Prompting):
+        if prompting.preambles is None:
+            prompting = replace(prompting, preambles=(template.preamble,))
         for name in prompting.preambles:
             if name not in template.preambles:
                 raise TemplateError(f"task {template.task} has no preamble {name!r}; it has {template.preambles}")

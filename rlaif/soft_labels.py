@@ -34,19 +34,14 @@ def p_shown_first(logprobs: np.ndarray, asks_more_harmful: bool = False) -> np.n
 
 
 def swap_average(logprobs_first_order: np.ndarray, logprobs_swapped_order: np.ndarray,
-                 asks_more_harmful: bool = False, clamp: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
+                 asks_more_harmful: bool = False) -> dict[str, np.ndarray]:
     """Per-order and averaged P(response 1 preferred), plus the position each order preferred.
 
     In the swapped order response 1 is shown second, so its probability is
     1 - P(shown first preferred). Averaging the two cancels a pure position bias.
-    ``clamp`` = (lo, hi) bounds each order's P(shown first preferred) first
-    (Constitutional AI clamps chain-of-thought probabilities to 40-60%).
     """
-    shown_first = [p_shown_first(logprobs, asks_more_harmful)
-                   for logprobs in (logprobs_first_order, logprobs_swapped_order)]
-    if clamp is not None:
-        shown_first = [np.clip(p, *clamp) for p in shown_first]
-    first, swapped = shown_first[0], 1.0 - shown_first[1]
+    first = p_shown_first(logprobs_first_order, asks_more_harmful)
+    swapped = 1.0 - p_shown_first(logprobs_swapped_order, asks_more_harmful)
     p = (first + swapped) / 2.0
     return {
         "p_first_order": first,

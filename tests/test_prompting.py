@@ -127,7 +127,30 @@ def test_clamping_bounds_each_order():
     labels = label_pairs(pairs(4), FakeBackend(first_bias=4.0), PromptTemplate("instruction"),
                          prompting=Prompting(clamp=(0.4, 0.6)), progress=False)
     for row in labels.itertuples():
-        assert 0.4 <= row.p_first_order <= 0.6 and 0.4 <= row.p_swapped_order <= 0.6
+        assert 0.4 - 1e-12 <= row.p_first_order <= 0.6 + 1e-12 and 0.4 - 1e-12 <= row.p_swapped_order <= 0.6 + 1e-12
+    assert labels["p_first_order"].max() == pytest.approx(0.6)  # the fake's strong pull really was clamped
+
+
+def test_ensembles_average_label_distributions_with_equal_weight():
+    """A prompt where the model barely answers must not count less than one where it answers loudly."""
+    from rlaif.labeler import _combine
+
+    loud = np.log([0.45, 0.45])        # mass 0.9, P(label 1) 0.5
+    quiet = np.log([0.001, 0.099])     # mass 0.1, P(label 1) 0.01
+    combined = _combine(np.array([loud, quiet]), clamp=None)
+    assert candidate_probs(combined[None])[0, 0] == pytest.approx((0.5 + 0.01) / 2)
+    assert np.exp(combined).sum() == pytest.approx((0.9 + 0.1) / 2)
+    clamped = _combine(np.array([loud, quiet]), clamp=(0.4, 0.6))
+    assert candidate_probs(clamped[None])[0, 0] == pytest.approx((0.5 + 0.4) / 2)  # clamped per prompt
+    with pytest.raises(ValueError, match="clamp"):
+        Prompting(clamp=(0.3, 0.6))
+
+
+def test_the_templates_own_preamble_is_the_default():
+    fake = FakeBackend()
+    labels = label_pairs(pairs(1), fake, PromptTemplate("helpful", "detailed"), prompting=Prompting(shots=1),
+                         progress=False)
+    assert labels.iloc[0]["preambles"] == ["detailed"] and "Relevance:" in fake.prompts_seen[0]
 
 
 def test_preamble_ensemble_average_and_sample():
