@@ -72,6 +72,10 @@ def cmd_label(args: argparse.Namespace) -> int:
                          "(see `rlaif templates` for the tasks that ship)")
     template = PromptTemplate(task, args.preamble.split(",")[0], args.templates)
     prompting = _prompting(args)  # bad combinations fail here, before the model loads
+    if args.direct and (args.shots or args.random_shots or args.cot or args.cot_samples != 1 or args.clamp
+                        or "," in args.preamble or args.max_prompt_tokens):
+        raise SystemExit("error: --direct scores each response alone with the task's score templates; "
+                         "--shots, --cot*, --clamp, several preambles and --max-prompt-tokens do not apply to it")
     pairs = load_pairs(args.data, args.format, limit=args.limit, seed=args.seed,
                        columns=_mapping(args.columns, "--columns"), label_map=_label_map(args.label_map),
                        skip_bad=args.skip_bad, split=args.split,

@@ -1,11 +1,13 @@
 """Direct RLAIF (Lee et al. 2023, 2.2.2): the labeler scores ONE response 1-10; the expected score is the reward.
 
 Reading the score. The ten labels "1".."10" are scored exactly as continuations
-(multi-token: "10" is "1" then "0" in most tokenizers). A label that is a prefix of
-another counts only when not continued into it: P(score 1) = P("1") - P("10"),
-i.e. "1 and stop". Numbers outside 1-10 ("15") are not candidates; the ten
-probabilities are renormalized. s = sum_k k P(k), and the reward is s mapped
-linearly from [1, 10] to [-1, 1].
+(multi-token: "10" is "1" then "0" in most tokenizers). "1" means "1 and stop":
+where the tokenizer writes "10".."19" as "1" followed by more tokens, those
+continuations are not a 1, so P(score 1) = P("1") - sum P("10".."19")
+= P("1") (1 - P(digit | "1")). Where "10".."19" are tokens of their own (GPT-2
+style), the token "1" already excludes them and P(score 1) = P("1"). Numbers
+outside 1-10 ("15") are not candidates; the ten are renormalized. s = sum_k k P(k),
+and the reward is s mapped linearly from [1, 10] to [-1, 1].
 """
 
 from __future__ import annotations
@@ -19,12 +21,19 @@ from rlaif.backends.base import LabelBackend
 from rlaif.templates import PromptTemplate
 
 SCORE_LABELS = tuple(str(k) for k in range(1, 11))
+#: Scored beside the ten, to take "1 continued by a digit" out of P(score 1).
+TEENS = tuple(str(k) for k in range(11, 20))
 
 
-def score_distribution(logprobs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(P(score = k) for k = 1..10 renormalized, mass on the ten) from log-probs of SCORE_LABELS: [n, 10]."""
+def score_distribution(logprobs: np.ndarray, one_is_a_prefix: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(P(score = k) for k = 1..10 renormalized, mass on the ten), from log-probs of SCORE_LABELS
+    ([n, 10]) or of SCORE_LABELS + TEENS ([n, 19]). ``one_is_a_prefix``: the tokens of "10".."19"
+    begin with the tokens of "1" (see the module docstring)."""
     probs = np.exp(np.asarray(logprobs, dtype=np.float64))
-    probs[:, 0] = np.clip(probs[:, 0] - probs[:, 9], 0.0, None)  # "1" continued into "10" is not a 1
+    ten = probs[:, :10].copy()
+    if one_is_a_prefix:
+        ten[:, 0] = np.clip(ten[:, 0] - probs[:, 9:].sum(axis=1), 0.0, None)  # "1" continued is not a 1
+    probs = ten
     mass = probs.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return probs / mass[:, None], mass
@@ -73,10 +82,20 @@ class DirectScorer:
             raise ValueError(f"{len(contexts)} contexts but {len(responses)} responses")
         if not contexts:
             return {"score": np.empty(0), "reward": np.empty(0), "distribution": np.empty((0, 10)), "mass": np.empty(0)}
-        logprobs = self.backend.label_logprobs([self.prompt(c, r) for c, r in zip(contexts, responses)], SCORE_LABELS)
-        distribution, mass = score_distribution(logprobs)
+        prompts = [self.prompt(c, r) for c, r in zip(contexts, responses)]
+        logprobs = self.backend.label_logprobs(prompts, SCORE_LABELS + TEENS)
+        distribution, mass = score_distribution(logprobs, self._one_is_a_prefix(prompts[0]))
         score = expected_score(distribution)
         return {"score": score, "reward": score_to_reward(score), "distribution": distribution, "mass": mass}
+
+    def _one_is_a_prefix(self, prompt: str) -> bool:
+        """Do "10".."19" continue the tokens of "1" after this prompt? Backends that cannot say are
+        assumed to split digits, as SmolLM2, Qwen2.5 and Gemma do."""
+        continuations = getattr(self.backend, "continuations", None)
+        if continuations is None:
+            return True
+        one, ten = continuations(prompt, ["1", "10"])
+        return ten.prompt_ids == one.prompt_ids and ten.label_ids[:len(one.label_ids)] == one.label_ids
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs) -> list[float]:
         scored = self.score([_as_text(p) for p in prompts], [_as_text(c) for c in completions])

@@ -55,7 +55,7 @@ def render_html(labels: pd.DataFrame, *, title: str = "rlaif report", by: str = 
     if {"length_1", "length_2"} <= set(labels.columns):
         sections += ["<h2>Length bias</h2>",
                      f'<img alt="length bias" src="{_png(plots.length_bias_plot(labels))}">',
-                     _table(metrics.length_bias(labels)["table"])]
+                     _table(metrics.length_bias(labels, tie_band=tie_band)["table"])]
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>")
 

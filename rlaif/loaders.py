@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
+import math
 import os
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from importlib import resources
@@ -276,6 +277,8 @@ def generic_parser(columns: Mapping[str, str] | None = None,
                                          _text(record, col["rejected"]), seed=seed, task=task)]
         choice = None
         raw = record.get(col["label"])
+        if isinstance(raw, float) and math.isnan(raw):
+            raw = None  # a missing cell of a nullable Parquet/pandas column
         if raw is not None and raw != "":
             key = raw.strip() if isinstance(raw, str) else raw
             if isinstance(key, float) and key.is_integer():
@@ -283,7 +286,7 @@ def generic_parser(columns: Mapping[str, str] | None = None,
             if isinstance(key, str) and key not in labels and key.lstrip("-").isdigit():
                 key = int(key)  # CSV cells are text: "0" finds a label_map written with 0
             if isinstance(key, bool) or not isinstance(key, Hashable) or key not in labels:
-                raise DataError(f"value {raw!r} is not one of {sorted(map(str, labels))}; "
+                raise DataError(f"value {raw!r} is not one of {sorted(set(map(str, labels)))}; "
                                 "pass a label map to say what it means", field_name=col["label"])
             choice = labels[key]
         return [PreferencePair(pair_id, context, _text(record, col["response_1"]),

@@ -94,7 +94,7 @@ def analyze(labels: pd.DataFrame, *, by: str = "task", bins: int = 10, tie_band:
     result["position_bias"].update({k: bias[k] for k in ("mean_p_shown_first_first_order",
                                                           "mean_p_shown_first_swapped_order")})
     if {"length_1", "length_2"} <= set(labels.columns):
-        length = metrics.length_bias(labels)
+        length = metrics.length_bias(labels, tie_band=tie_band)
         result["length_bias"] = {k: length[k] for k in ("ai_prefers_longer", "human_prefers_longer", "n")}
     if by in labels.columns:
         groups = metrics.alignment_by_group(labels, by=by, tie_band=tie_band, n_resamples=n_resamples)

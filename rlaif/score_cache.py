@@ -95,6 +95,13 @@ class CachedBackend:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self.backend.count_tokens(texts)
 
+    def __getattr__(self, name: str):
+        # anything else the engine offers (e.g. ``continuations``) passes through
+        backend = self.__dict__.get("backend")
+        if backend is None:
+            raise AttributeError(name)
+        return getattr(backend, name)
+
     def fingerprint(self) -> dict[str, Any]:
         return self.backend.fingerprint()
 

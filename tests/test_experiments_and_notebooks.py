@@ -184,7 +184,7 @@ def test_prompt_variants_experiment_runs_every_variant_on_the_same_pairs(tmp_pat
         """Pairwise labels from FakeBackend, 1-10 scores from ScoreFake."""
 
         def label_logprobs(self, prompts, labels):
-            if len(labels) == 10:
+            if len(labels) == 19:
                 return super().label_logprobs(prompts, labels)
             return FakeBackend.label_logprobs(self, prompts, labels)
 

@@ -173,11 +173,15 @@ def test_preamble_ensemble_average_and_sample():
 
 
 def test_score_distribution_by_hand():
-    probs = np.array([[0.30, 0.10, 0, 0, 0, 0, 0, 0, 0, 0.10]])  # P("1") includes the "1" of "10"
+    # digits split: P("1") = 0.35 includes "10" (0.10) and "15" (0.05): P(1 and stop) = 0.20
+    probs = np.array([[0.35, 0.10, 0, 0, 0, 0, 0, 0, 0, 0.10] + [0, 0, 0, 0, 0.05, 0, 0, 0, 0]])
     distribution, mass = score_distribution(np.log(probs + 1e-300))
-    # P(1 and stop) = 0.30 - 0.10 = 0.20; then 0.10 on 2 and 0.10 on 10, renormalized over 0.40
+    # then 0.10 on 2 and 0.10 on 10, renormalized over 0.40
     assert distribution[0, [0, 1, 9]] == pytest.approx([0.5, 0.25, 0.25])
     assert mass[0] == pytest.approx(0.40)
+    # "10".."19" as tokens of their own: the token "1" is already a 1 and stop
+    separate, mass = score_distribution(np.log(probs + 1e-300), one_is_a_prefix=False)
+    assert separate[0, [0, 1, 9]] == pytest.approx(np.array([0.35, 0.10, 0.10]) / 0.55)
     assert expected_score(distribution)[0] == pytest.approx(0.5 * 1 + 0.25 * 2 + 0.25 * 10)
     assert score_to_reward(np.array([1.0, 5.5, 10.0])) == pytest.approx([-1.0, 0.0, 1.0])
 
@@ -186,9 +190,9 @@ class ScoreFake(FakeBackend):
     """Puts its score mass on 9 for responses containing GOOD, on 2 otherwise."""
 
     def label_logprobs(self, prompts, labels):
-        assert tuple(labels) == SCORE_LABELS
+        assert tuple(labels[:10]) == SCORE_LABELS and len(labels) == 19
         self.prompts_seen.extend(prompts)
-        rows = np.full((len(prompts), 10), math.log(0.01))
+        rows = np.full((len(prompts), 19), math.log(0.001))
         for i, prompt in enumerate(prompts):
             rows[i, 8 if "GOOD" in prompt.split("Output:")[-1] else 1] = math.log(0.5)
         return rows

@@ -194,13 +194,13 @@ def test_two_step_cot_on_the_real_model(backend):
 
 def test_one_and_stop_on_the_real_model(backend):
     """P(score 1) = P("1") - P("10") equals P("1") * (1 - P("0" | "1")), by brute force."""
-    from rlaif.direct_scores import SCORE_LABELS, score_distribution
+    from rlaif.direct_scores import SCORE_LABELS, TEENS, DirectScorer, score_distribution
 
     prompt = PromptTemplate("helpful").render_score("Human: hi", "Hello! How can I help?").text
-    logprobs = backend.label_logprobs([prompt], SCORE_LABELS)
+    logprobs = backend.label_logprobs([prompt], SCORE_LABELS + TEENS)
+    assert DirectScorer(backend, PromptTemplate("helpful"))._one_is_a_prefix(prompt)  # SmolLM2 splits digits
     distribution, mass = score_distribution(logprobs)
-    p1, p10 = math.exp(brute_force(backend, prompt, "1")), math.exp(brute_force(backend, prompt, "10"))
-    zero_after_one = math.exp(brute_force(backend, prompt + "1", "0"))
-    assert p1 - p10 == pytest.approx(p1 * (1 - zero_after_one), rel=1e-3)
+    p1 = math.exp(brute_force(backend, prompt, "1"))
+    digit_after_one = sum(math.exp(brute_force(backend, prompt + "1", str(d))) for d in range(10))
     assert distribution[0].sum() == pytest.approx(1.0)
-    assert distribution[0, 0] == pytest.approx((p1 - p10) / mass[0], rel=1e-3)
+    assert distribution[0, 0] * mass[0] == pytest.approx(p1 * (1 - digit_after_one), rel=1e-3)

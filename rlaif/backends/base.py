@@ -9,7 +9,7 @@ import numpy as np
 
 
 class LabelTokenError(ValueError):
-    """A candidate label that does not come out as one token after the prompt."""
+    """A candidate label that merges with the end of the prompt when tokenized, so it cannot be scored."""
 
 
 @runtime_checkable
