@@ -24,6 +24,19 @@ class ResolvedModel:
         where = f"{self.path}/{self.gguf_file}" if self.gguf_file else self.path
         return f"{self.name} ({self.kind}: {where})"
 
+    def weights_id(self) -> str | None:
+        """What identifies these weights wherever they lie: the catalogue's SHA-256, or the size and
+        modification time of local files (so weights replaced in place change every cache key).
+        None for hub names: the loaded config's commit hash says it."""
+        if self.kind == "catalogue":
+            return "sha256:" + CATALOGUE[self.name].sha256
+        if self.kind == "hub":
+            return None
+        root = Path(self.path)
+        files = [root / self.gguf_file] if self.gguf_file else sorted(
+            f for f in root.iterdir() if f.suffix in (".safetensors", ".bin", ".gguf", ".json") and f.is_file())
+        return "files:" + ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+
 
 def resolve_model(name: str) -> ResolvedModel:
     """Look ``name`` up in the catalogue, then as a local folder, a local .gguf file, then a hub name.

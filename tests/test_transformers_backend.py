@@ -160,7 +160,10 @@ def test_a_local_model_folder_loads_and_scores(tmp_path, backend):
     LlamaForCausalLM(config).save_pretrained(tmp_path / "tiny")
     backend.tokenizer.save_pretrained(tmp_path / "tiny")
     local = TransformersBackend.from_pretrained(str(tmp_path / "tiny"), batch_size=2)
-    assert "local folder" in local.fingerprint()["model_source"]
+    assert "local folder" in local.source and local.fingerprint()["weights"].startswith("files:")
+    assert "model.safetensors" in local.fingerprint()["weights"]
+    assert backend.fingerprint()["weights"] == "sha256:" + resolve_model(DEFAULT_MODEL).weights_id().split(":")[1]
+    assert str(tmp_path) not in str(local.fingerprint())  # no machine-specific path in cache keys
     ids = [i[0] for i in label_ids(local, PROMPT, ["1", "2"])]
     got = local.label_logprobs([PROMPT, PROMPT + " x"], ["1", "2"])
     assert got[0] == pytest.approx(reference_logprobs(local, PROMPT, ids), abs=1e-5)

@@ -31,12 +31,14 @@ class TransformersBackend:
     """Scores label tokens with one forward pass per prompt, batched with left padding."""
 
     def __init__(self, model, tokenizer, *, name: str, batch_size: int = 8, source: str = "",
-                 revision: str | None = None, max_prompt_tokens: int | None = None):
+                 revision: str | None = None, max_prompt_tokens: int | None = None, weights: str | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.model, self.tokenizer, self.name, self.batch_size = model.eval(), tokenizer, name, batch_size
         self.source = source or getattr(model.config, "_name_or_path", "")
         self.revision = revision
+        #: Identifies the weights in cache keys and run ids (see ResolvedModel.weights_id).
+        self.weights = weights or getattr(model.config, "_commit_hash", None)
         #: Longest prompt the model takes (its position limit); the labeler fits prompts to it.
         self.max_prompt_tokens = max_prompt_tokens or getattr(model.config, "max_position_embeddings", None)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -59,7 +61,7 @@ class TransformersBackend:
         tokenizer = AutoTokenizer.from_pretrained(resolved.path, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=DTYPES[dtype], **kwargs).to(device)
         return cls(model, tokenizer, name=name, batch_size=batch_size, source=resolved.describe(),
-                   revision=revision, max_prompt_tokens=max_prompt_tokens)
+                   revision=revision, max_prompt_tokens=max_prompt_tokens, weights=resolved.weights_id())
 
     # ---------------------------------------------------------------- tokens
 
@@ -173,7 +175,8 @@ class TransformersBackend:
         return {
             "backend": "transformers",
             "model": self.name,
-            "model_source": self.source,
+            "weights": self.weights,  # not the path: the same weights elsewhere share cache entries
             "revision": self.revision,
             "dtype": str(self.model.dtype).removeprefix("torch."),
+            "device": self.model.device.type,
         }
