@@ -107,7 +107,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from rlaif.report import analyze, format_report, json_safe
 
     labels = read_labels(args.labels)
-    summary = analyze(labels, by=args.by, bins=args.bins, tie_band=args.tie_band)
+    summary = analyze(labels, by=args.by, bins=args.bins, tie_band=args.tie_band,
+                      temperature_scaling=args.temperature_scaling)
     print(json.dumps(json_safe(summary), indent=2) if args.json else format_report(summary))
     if args.html:
         from rlaif.html_report import write_html
@@ -235,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--bins", type=int, default=10, help="calibration bins")
     report.add_argument("--tie-band", type=float, default=0.0,
                         help="count |p - 0.5| < this as an AI tie (a disagreement)")
+    report.add_argument("--temperature-scaling", action="store_true",
+                        help="fit a temperature on a seeded half of the pairs; report calibration on the other "
+                             "half before and after")
     report.set_defaults(func=cmd_report)
 
     compare = commands.add_parser("compare", help="two labeling runs side by side on their common pairs (McNemar)")

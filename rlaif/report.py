@@ -73,7 +73,7 @@ def _pct(x: float) -> str:
 
 
 def analyze(labels: pd.DataFrame, *, by: str = "task", bins: int = 10, tie_band: float = 0.0,
-            n_resamples: int = 2000) -> dict[str, Any]:
+            n_resamples: int = 2000, temperature_scaling: bool = False) -> dict[str, Any]:
     """``summarize`` plus what a careful reviewer asks for (see rlaif.metrics for each formula):
     alignment with a bootstrap interval and per group, Cohen's kappa, ties, calibration, accuracy
     of confident pairs, position and length bias, and human-human agreement where annotators exist."""
@@ -99,6 +99,8 @@ def analyze(labels: pd.DataFrame, *, by: str = "task", bins: int = 10, tie_band:
     if by in labels.columns:
         groups = metrics.alignment_by_group(labels, by=by, tie_band=tie_band, n_resamples=n_resamples)
         result["by_" + by] = {str(name): row for name, row in groups.to_dict(orient="index").items()}
+    if temperature_scaling:
+        result["temperature_scaling"] = metrics.temperature_scaling(labels, bins=bins)
     humans = metrics.human_agreement(labels)
     if humans["pairs"]:
         result["human_agreement"] = {**humans, "ai_vs_annotators": metrics.ai_vs_annotators(labels, tie_band=tie_band)}
@@ -139,6 +141,11 @@ def format_report(summary: dict[str, Any]) -> str:
             f"mean P(shown first)      first order {_num(summary['position_bias']['mean_p_shown_first_first_order'])}, "
             f"swapped order {_num(summary['position_bias']['mean_p_shown_first_swapped_order'])}",
         ]
+        if "temperature_scaling" in summary:
+            scaling = summary["temperature_scaling"]
+            lines.append(f"temperature scaling      T = {_num(scaling['temperature'])} fitted on half; on the other "
+                         f"half ECE {_num(scaling['before']['ece'])} -> {_num(scaling['after']['ece'])}, log loss "
+                         f"{_num(scaling['before']['log_loss'])} -> {_num(scaling['after']['log_loss'])}")
         if "length_bias" in summary:
             length = summary["length_bias"]
             lines.append(f"prefers longer response  AI {_pct(length['ai_prefers_longer'])}, "

@@ -47,7 +47,8 @@ def test_report_json_matches_the_python_summary(tmp_path):
     assert report["alignment_ci"]["low"] <= report["alignment"] <= report["alignment_ci"]["high"]
     assert report["kappa"] == pytest.approx(metrics.ai_human_kappa(labels))
     assert report["calibration"]["brier"] == pytest.approx(metrics.calibration(labels)["brier"])
-    text = run("report", str(out))
+    text = run("report", str(out), "--temperature-scaling")
+    assert "temperature scaling      T = " in text.stdout
     assert "alignment with humans" in text.stdout and f"{100 * expected['alignment']:.1f}%" in text.stdout
 
 
