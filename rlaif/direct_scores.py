@@ -82,11 +82,40 @@ class DirectScorer:
             raise ValueError(f"{len(contexts)} contexts but {len(responses)} responses")
         if not contexts:
             return {"score": np.empty(0), "reward": np.empty(0), "distribution": np.empty((0, 10)), "mass": np.empty(0)}
-        prompts = [self.prompt(c, r) for c, r in zip(contexts, responses)]
-        logprobs = self.backend.label_logprobs(prompts, SCORE_LABELS + TEENS)
-        distribution, mass = score_distribution(logprobs, self._one_is_a_prefix(prompts[0]))
+        prompts = [self._fit(c, r) for c, r in zip(contexts, responses)]
+        fits = [i for i, p in enumerate(prompts) if p is not None]
+        logprobs = np.full((len(prompts), len(SCORE_LABELS + TEENS)), np.nan)
+        if fits:
+            logprobs[fits] = self.backend.label_logprobs([prompts[i] for i in fits], SCORE_LABELS + TEENS)
+        distribution, mass = score_distribution(logprobs, self._one_is_a_prefix(prompts[fits[0]]) if fits else True)
         score = expected_score(distribution)
         return {"score": score, "reward": score_to_reward(score), "distribution": distribution, "mass": mass}
+
+    def _fit(self, context: str, response: str) -> str | None:
+        """The prompt, its context cut from the left to fit the model (as rlaif.labeler does);
+        None when the response alone does not fit (its score is NaN)."""
+        from rlaif.labeler import TRUNCATION_MARK
+
+        limit = getattr(self.backend, "max_prompt_tokens", None)
+        prompt = self.prompt(context, response)
+        if limit is None:
+            return prompt
+        budget = limit - 2  # room for the label tokens
+
+        def fits(keep: int) -> str | None:
+            text = self.prompt(TRUNCATION_MARK + context[len(context) - keep:] if keep < len(context) else context,
+                               response)
+            return text if self.backend.count_tokens([text])[0] <= budget else None
+
+        if fits(len(context)):
+            return prompt
+        if fits(0) is None:
+            return None
+        low, high = 0, len(context)
+        while low < high:
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if fits(mid) else (low, mid - 1)
+        return fits(low)
 
     def _one_is_a_prefix(self, prompt: str) -> bool:
         """Do "10".."19" continue the tokens of "1" after this prompt? Backends that cannot say are

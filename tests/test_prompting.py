@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fakes import FakeBackend
@@ -215,3 +216,15 @@ def test_direct_scores_as_a_pairwise_labeler_in_the_same_report():
         assert row.p == pytest.approx(1 / (1 + math.exp(-(row.score_1 - row.score_2))))
     summary = summarize(labels)
     assert summary["alignment"] == 1.0 and summary["position_bias"]["same_position_both_orders"] == 0.0
+
+
+def test_direct_scoring_fits_long_contexts_and_gives_nan_when_the_response_cannot_fit():
+    fake = ScoreFake(max_prompt_tokens=90)
+    scorer = DirectScorer(fake, PromptTemplate("instruction"))
+    long_context = " ".join(f"w{i}" for i in range(300))
+    result = scorer.score([long_context, "q"], ["GOOD answer", "word " * 200])
+    assert result["score"][0] > 8 and math.isnan(result["score"][1])
+    assert len(fake.prompts_seen) == 1 and len(fake.prompts_seen[0].split()) <= 88
+    assert "w299" in fake.prompts_seen[0] and "w0 " not in fake.prompts_seen[0]
+    labels = score_pairs([PreferencePair("x", "q", "word " * 200, "GOOD", 2)], scorer, progress=False)
+    assert labels.iloc[0]["flags"] == ["nonfinite_logprobs"] and pd.isna(labels.iloc[0]["p"])
