@@ -10,6 +10,7 @@ from one pass per "chain" (the prompt plus a shared label prefix), all batched.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -174,7 +175,8 @@ class TransformersBackend:
     def fingerprint(self) -> dict[str, Any]:
         return {
             "backend": "transformers",
-            "model": self.name,
+            # a local path is this machine's; the weights id below identifies local weights anywhere
+            "model": Path(self.name).name if str(self.weights).startswith("files:") else self.name,
             "weights": self.weights,  # not the path: the same weights elsewhere share cache entries
             "revision": self.revision,
             "dtype": str(self.model.dtype).removeprefix("torch."),
