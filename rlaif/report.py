@@ -138,7 +138,7 @@ def format_report(summary: dict[str, Any]) -> str:
             f"Cohen's kappa vs humans  {_num(summary['kappa'])}",
             f"calibration              ECE {_num(cal['ece'])}, Brier {_num(cal['brier'])}, "
             f"log loss {_num(cal['log_loss'])}",
-            f"mean P(shown first)      first order {_num(summary['position_bias']['mean_p_shown_first_first_order'])}, "
+            f"  by order               first order {_num(summary['position_bias']['mean_p_shown_first_first_order'])}, "
             f"swapped order {_num(summary['position_bias']['mean_p_shown_first_swapped_order'])}",
         ]
         if "temperature_scaling" in summary:
