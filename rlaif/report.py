@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from rlaif import metrics
 from rlaif.pairs import TIE
 
 
@@ -26,13 +27,9 @@ def summarize(labels: pd.DataFrame) -> dict[str, Any]:
     labeled = human.notna()
     human_ties = labeled & (human == TIE)
     scored = labeled & ~human_ties & valid
-    agree = (labels.loc[scored, "ai_choice"].astype(int) == human[scored].astype(int))
     rows = labels[valid]
-    first = rows["position_first_order"] == 1
-    swapped_first = rows["position_swapped_order"] == 1
-    same_first = int((first & swapped_first).sum())
-    same_second = int((~first & ~swapped_first).sum())
     m = len(rows)
+    bias = metrics.position_bias(labels)
     flags = labels["flags"] if "flags" in labels else pd.Series([[]] * n, dtype=object)
     flag_counts = pd.Series([flag for row in flags for flag in (row or [])], dtype=object).value_counts()
     return {
@@ -41,11 +38,11 @@ def summarize(labels: pd.DataFrame) -> dict[str, Any]:
         "pairs_with_human_label": int(labeled.sum()),
         "human_ties": int(human_ties.sum()),
         "pairs_scored": int(scored.sum()),
-        "alignment": float(agree.mean()) if scored.any() else math.nan,
+        "alignment": metrics.alignment(labels),
         "position_bias": {
-            "same_position_both_orders": (same_first + same_second) / m if m else math.nan,
-            "same_first": same_first / m if m else math.nan,
-            "same_second": same_second / m if m else math.nan,
+            "same_position_both_orders": bias["same_position"],
+            "same_first": bias["same_first"],
+            "same_second": bias["same_second"],
         },
         "mean_p_shown_first": float(((rows["p_first_order"] + 1 - rows["p_swapped_order"]) / 2).mean())
         if m else math.nan,
@@ -77,8 +74,6 @@ def analyze(labels: pd.DataFrame, *, by: str = "task", bins: int = 10, tie_band:
     """``summarize`` plus what a careful reviewer asks for (see rlaif.metrics for each formula):
     alignment with a bootstrap interval and per group, Cohen's kappa, ties, calibration, accuracy
     of confident pairs, position and length bias, and human-human agreement where annotators exist."""
-    from rlaif import metrics
-
     result = summarize(labels)
     if tie_band:
         result["alignment"] = metrics.alignment(labels, tie_band=tie_band)
