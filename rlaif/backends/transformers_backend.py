@@ -87,17 +87,22 @@ class TransformersBackend:
         Sequences are left-padded; positions count real tokens only, so a padded
         sequence sees the same positions as alone.
         """
+        input_ids, mask = self._left_pad(batch)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        device = self.model.device
+        out = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                         position_ids=position_ids.to(device), logits_to_keep=keep, use_cache=False)
+        return torch.log_softmax(out.logits[:, -keep:, :].float(), dim=-1).cpu()
+
+    def _left_pad(self, batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask) with every sequence right-aligned, so the last position is real."""
         width = max(map(len, batch))
         input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         for row, ids in enumerate(batch):
             input_ids[row, width - len(ids):] = torch.tensor(ids)
             mask[row, width - len(ids):] = 1
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        device = self.model.device
-        out = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                         position_ids=position_ids.to(device), logits_to_keep=keep, use_cache=False)
-        return torch.log_softmax(out.logits[:, -keep:, :].float(), dim=-1).cpu()
+        return input_ids, mask
 
     def _batches(self, sequences: list[list[int]]):
         """Index batches of similar length (less padding); callers put results back by index."""
@@ -148,12 +153,8 @@ class TransformersBackend:
         results: list[list[str]] = [[] for _ in prompts]
         torch.manual_seed(seed)
         for rows in self._batches(encoded):
-            width = max(len(encoded[i]) for i in rows)
-            input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for j, i in enumerate(rows):
-                input_ids[j, width - len(encoded[i]):] = torch.tensor(encoded[i])
-                mask[j, width - len(encoded[i]):] = 1
+            input_ids, mask = self._left_pad([encoded[i] for i in rows])
+            width = input_ids.shape[1]
             sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} \
                 if temperature > 0 else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
             output = self.model.generate(
