@@ -94,7 +94,7 @@ class DirectScorer:
     def _fit(self, context: str, response: str) -> str | None:
         """The prompt, its context cut from the left to fit the model (as rlaif.labeler does);
         None when the response alone does not fit (its score is NaN)."""
-        from rlaif.labeler import TRUNCATION_MARK
+        from rlaif.labeler import cut_context
 
         limit = getattr(self.backend, "max_prompt_tokens", None)
         prompt = self.prompt(context, response)
@@ -102,20 +102,13 @@ class DirectScorer:
             return prompt
         budget = limit - 2  # room for the label tokens
 
-        def fits(keep: int) -> str | None:
-            text = self.prompt(TRUNCATION_MARK + context[len(context) - keep:] if keep < len(context) else context,
-                               response)
-            return text if self.backend.count_tokens([text])[0] <= budget else None
+        def fits(text: str) -> bool:
+            return self.backend.count_tokens([text])[0] <= budget
 
-        if fits(len(context)):
+        if fits(prompt):
             return prompt
-        if fits(0) is None:
-            return None
-        low, high = 0, len(context)
-        while low < high:
-            mid = (low + high + 1) // 2
-            low, high = (mid, high) if fits(mid) else (low, mid - 1)
-        return fits(low)
+        cut = cut_context(context, lambda kept: fits(self.prompt(kept, response)))
+        return None if cut is None else self.prompt(cut, response)
 
     def _one_is_a_prefix(self, prompt: str) -> bool:
         """Do "10".."19" continue the tokens of "1" after this prompt? Backends that cannot say are

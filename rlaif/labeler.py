@@ -50,23 +50,31 @@ def _longest_prompt(builder: PairPrompts, pair: PreferencePair, context: str) ->
     return max(builder.backend.count_tokens(texts)) + extra + longest_label
 
 
+def cut_context(context: str, fits: Callable[[str], bool]) -> str | None:
+    """The longest end of ``context``, marked with TRUNCATION_MARK, for which ``fits`` holds
+    (binary search over characters kept); None when not even the mark alone fits."""
+    def cut(keep: int) -> str:
+        return TRUNCATION_MARK + context[len(context) - keep:] if keep else TRUNCATION_MARK
+
+    if not fits(cut(0)):
+        return None
+    low, high = 0, len(context)
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if fits(cut(mid)) else (low, mid - 1)
+    return cut(low)
+
+
 def fit_context(pair: PreferencePair, builder: PairPrompts,
                 max_tokens: int | None) -> tuple[str | None, bool, str | None]:
     """(context to use, context_truncated, skipped_reason) under the context-length policy above."""
     if max_tokens is None or _longest_prompt(builder, pair, pair.context) <= max_tokens:
         return pair.context, False, None
-
-    def cut(keep: int) -> str:
-        return TRUNCATION_MARK + pair.context[len(pair.context) - keep:] if keep else TRUNCATION_MARK
-
-    shortest = _longest_prompt(builder, pair, cut(0))
-    if shortest > max_tokens:
+    context = cut_context(pair.context, lambda text: _longest_prompt(builder, pair, text) <= max_tokens)
+    if context is None:
+        shortest = _longest_prompt(builder, pair, TRUNCATION_MARK)
         return None, False, f"the responses alone make a {shortest}-token prompt; the model takes {max_tokens}"
-    low, high = 0, len(pair.context)  # most characters of context (from the end) that still fit
-    while low < high:
-        mid = (low + high + 1) // 2
-        low, high = (mid, high) if _longest_prompt(builder, pair, cut(mid)) <= max_tokens else (low, mid - 1)
-    return cut(low), True, None
+    return context, True, None
 
 
 def run_id(backend: LabelBackend, template: PromptTemplate, chat_template: bool,
