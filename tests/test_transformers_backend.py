@@ -207,3 +207,44 @@ def test_one_and_stop_on_the_real_model(backend):
     digit_after_one = sum(math.exp(brute_force(backend, prompt + "1", str(d))) for d in range(10))
     assert distribution[0].sum() == pytest.approx(1.0)
     assert distribution[0, 0] * mass[0] == pytest.approx(p1 * (1 - digit_after_one), rel=1e-3)
+
+
+@pytest.fixture(scope="module")
+def whole(backend):
+    """The same weights with prefix sharing off: every prompt runs whole, from scratch."""
+    from rlaif.backends.transformers_backend import TransformersBackend
+
+    return TransformersBackend(backend.model, backend.tokenizer, name=backend.name, share_prefixes=False)
+
+
+@pytest.mark.skipif(not HH.exists(), reason="needs ../shared/data")
+def test_shared_prefixes_give_the_same_soft_labels_on_real_pairs(backend, whole):
+    """2-shot HH-RLHF labels: exemplars shared by the job, contexts by the two orders."""
+    from rlaif.prompting import Prompting
+
+    pairs = load_pairs(HH, "hh-rlhf", limit=6)
+    run = lambda b: label_pairs(pairs, b, PromptTemplate("harmless"), chat_template=True,  # noqa: E731
+                                prompting=Prompting(shots=2), pairs_per_step=3, progress=False)
+    backend.stats = dict.fromkeys(backend.stats, 0)
+    shared, reference = run(backend), run(whole)
+    assert np.abs(shared["p"] - reference["p"]).max() < 1e-4
+    assert np.abs(np.stack(shared["logprobs_first_order"]) - np.stack(reference["logprobs_first_order"])).max() < 1e-4
+    assert backend.stats["tokens"] < 0.5 * whole.stats["tokens"]  # the sharing is real
+
+
+def test_shared_prefixes_give_the_same_direct_scores_and_cot_labels(backend, whole):
+    """1-10 scores of several responses to one prompt ("10" takes a chain), and CoT's second step."""
+    from rlaif.direct_scores import DirectScorer
+    from rlaif.prompting import Prompting
+
+    context = "Human: " + "I want to plan a week of healthy dinners for a family of four. " * 6 + "\n\nAssistant:"
+    responses = ["Try a lentil soup.", "No.", "Monday: salmon; Tuesday: stir-fry; Wednesday: chili.", "Eat less."]
+    scores = [DirectScorer(b, PromptTemplate("helpful"), chat_template=True).score([context] * 4, responses)
+              for b in (backend, whole)]
+    assert np.abs(scores[0]["score"] - scores[1]["score"]).max() < 1e-4
+    pairs = load_pairs(None, "examples", limit=2)
+    cot = [label_pairs(pairs, b, PromptTemplate("instruction"), chat_template=True, progress=False,
+                       prompting=Prompting(cot=True, cot_max_tokens=12, cot_samples=2, cot_temperature=0.7))
+           for b in (backend, whole)]
+    assert list(cot[0]["rationales_first_order"]) == list(cot[1]["rationales_first_order"])
+    assert np.abs(cot[0]["p"] - cot[1]["p"]).max() < 1e-4
