@@ -52,7 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="comma-separated subset of the data set names below")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass")
+    parser.add_argument("--batch-size", type=int, default=64, help="most prompts per forward pass")
+    parser.add_argument("--max-batch-tokens", type=int, default=4096, help="most tokens per forward pass")
     parser.add_argument("--fresh", action="store_true", help="discard earlier labels instead of resuming")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
@@ -86,7 +87,7 @@ def main(argv=None, backend=None) -> pd.DataFrame:
             import torch
             args.device = "cuda" if torch.cuda.is_available() else "cpu"
         backend = TransformersBackend.from_pretrained(args.model, dtype=args.dtype, device=args.device,
-                                                      batch_size=args.batch_size)
+                                                      batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens)
 
     # ---- the resolved config, written before labeling so a crashed run still says what it was
     config = {

@@ -86,7 +86,8 @@ def cmd_label(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: no pairs loaded from {args.data}")
     started = time.time()
     backend = TransformersBackend.from_pretrained(args.model, dtype=args.dtype, device=args.device,
-                                                  batch_size=args.batch_size, max_prompt_tokens=args.max_prompt_tokens)
+                                                  batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
+                                                  max_prompt_tokens=args.max_prompt_tokens)
     print(f"model: {backend.source}; template: {template.name}; {len(pairs)} pairs", file=sys.stderr)
     if not args.no_cache:
         backend = CachedBackend(backend, args.cache or f"{args.out}.cache.sqlite")
@@ -200,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     label.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     label.add_argument("--limit", type=int, help="label only the first N pairs")
-    label.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass")
+    label.add_argument("--batch-size", type=int, default=64, help="most prompts per forward pass")
+    label.add_argument("--max-batch-tokens", type=int, default=4096,
+                       help="most tokens per forward pass (prompts x padded length); shared prefixes run once")
     label.add_argument("--seed", type=int, default=0, help="seeds the chosen/rejected position coin flip")
     label.add_argument("--out", required=True, help="labels file, .jsonl or .parquet")
     chat = label.add_mutually_exclusive_group()
