@@ -154,3 +154,9 @@ def test_the_next_call_reuses_remembered_prefixes_and_still_agrees():
     off = TransformersBackend(model, NoTokenizer(), name="tiny", min_shared_prefix=4, prefix_cache_entries=0)
     off._logprobs_at_end(first, [1] * len(first))
     assert not off._remembered
+
+
+def test_no_prompts_give_an_empty_table():
+    from rlaif.backends.transformers_backend import TransformersBackend
+
+    assert TransformersBackend(tiny("llama"), NoTokenizer(), name="tiny").label_logprobs([], ["1", "2"]).shape == (0, 2)

@@ -14,9 +14,9 @@ tokens; only the positions that are read go through the output layer.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import inspect
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +171,7 @@ class TransformersBackend:
         # what is read, and no attention mask is needed.
         out = self._base(input_ids=input_ids.to(device), position_ids=positions, use_cache=True,
                          **{self._cache_kw: cache})
-        return out.last_hidden_state, getattr(out, self._cache_kw, None) or out[1]
+        return out.last_hidden_state, getattr(out, self._cache_kw)
 
     def _extend(self, kv: KV, tokens: Sequence[int], offset: int) -> KV:
         """The cache of a prefix extended by ``tokens`` (one sequence)."""
@@ -226,6 +226,8 @@ class TransformersBackend:
 
     def label_logprobs(self, prompts: Sequence[str], labels: Sequence[str]) -> np.ndarray:
         """log P(label | prompt) over the full vocabulary, [len(prompts), len(labels)]."""
+        if not prompts:
+            return np.empty((0, len(labels)))
         conts = [self.continuations(prompt, labels) for prompt in prompts]
         single = all(len(c.label_ids) == 1 and c.prompt_ids == row[0].prompt_ids for row in conts for c in row)
         return self._single_token(conts) if single else self._chains(conts)
