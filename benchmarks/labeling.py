@@ -105,12 +105,20 @@ def run_generate(backend, encoded: list[list[int]], new_tokens: int) -> list[str
 
 
 def run_vllm(model_folder: str, prompts: list[str], ids: list[int]) -> np.ndarray:
+    """vLLM's engine, prefix caching on, the next token restricted to the labels. vLLM returns the
+    raw (full-vocabulary) log-probs of the allowed tokens, which is what is compared here."""
+    import os
+
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     from vllm import LLM, SamplingParams
 
-    llm = LLM(model=model_folder, dtype="float32", enable_prefix_caching=True, max_model_len=4096)
+    on_cpu = not torch.cuda.is_available()
+    cpu = dict(distributed_executor_backend="uni", enforce_eager=True, kv_cache_memory_bytes=2 * 10**9) if on_cpu else {}
+    llm = LLM(model=model_folder, dtype="float32", enable_prefix_caching=True, max_model_len=4096, **cpu)
     params = SamplingParams(max_tokens=1, logprobs=len(ids), allowed_token_ids=ids, temperature=0)
-    outputs = llm.generate(prompts, params)
-    return np.array([[out.outputs[0].logprobs[0][i].logprob for i in ids] for out in outputs])
+    outputs = llm.generate(prompts, params, use_tqdm=False)
+    nan = type("Missing", (), {"logprob": float("nan")})()
+    return np.array([[out.outputs[0].logprobs[0].get(i, nan).logprob for i in ids] for out in outputs])
 
 
 def main(argv=None):
