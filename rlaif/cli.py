@@ -1,4 +1,4 @@
-"""Command line: ``rlaif label``, ``rlaif report``, ``rlaif templates``, ``rlaif models``."""
+"""Command line: ``rlaif label``, ``merge``, ``report``, ``compare``, ``templates``, ``models``."""
 
 from __future__ import annotations
 
@@ -54,7 +54,6 @@ def _prompting(args: argparse.Namespace):
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    from rlaif.backends.transformers_backend import TransformersBackend
     from rlaif.direct_scores import DirectScorer
     from rlaif.labeler import label_pairs, score_pairs
     from rlaif.loaders import load_pairs
@@ -63,6 +62,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     from rlaif.templates import PromptTemplate
 
     from rlaif.label_store import OUTPUT_SUFFIXES
+    from rlaif.shards import parse_shard
 
     if not args.out.endswith(OUTPUT_SUFFIXES):
         raise SystemExit(f"error: --out must end in {' or '.join(OUTPUT_SUFFIXES)}, got {args.out}")
@@ -72,6 +72,7 @@ def cmd_label(args: argparse.Namespace) -> int:
                          "(see `rlaif templates` for the tasks that ship)")
     template = PromptTemplate(task, args.preamble.split(",")[0], args.templates)
     prompting = _prompting(args)  # bad combinations fail here, before the model loads
+    shard = parse_shard(args.shard) if args.shard else None
     if args.direct and (args.shots or args.random_shots or args.cot or args.cot_samples != 1 or args.clamp
                         or "," in args.preamble or args.max_prompt_tokens):
         raise SystemExit("error: --direct scores each response alone with the task's score templates; "
@@ -85,21 +86,63 @@ def cmd_label(args: argparse.Namespace) -> int:
     if not pairs:
         raise SystemExit(f"error: no pairs loaded from {args.data}")
     started = time.time()
-    backend = TransformersBackend.from_pretrained(args.model, dtype=args.dtype, device=args.device,
-                                                  batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
-                                                  max_prompt_tokens=args.max_prompt_tokens)
+    backend = _backend(args)
     print(f"model: {backend.source}; template: {template.name}; {len(pairs)} pairs", file=sys.stderr)
     if not args.no_cache:
         backend = CachedBackend(backend, args.cache or f"{args.out}.cache.sqlite")
     if args.direct:
         scorer = DirectScorer(backend, template, chat_template=args.chat_template)
-        labels = score_pairs(pairs, scorer, out=args.out, fresh=args.fresh, progress=not args.quiet)
+        labels = score_pairs(pairs, scorer, out=args.out, fresh=args.fresh, progress=not args.quiet, shard=shard)
     else:
         labels = label_pairs(pairs, backend, template, chat_template=args.chat_template, out=args.out,
-                             fresh=args.fresh, prompting=prompting, progress=not args.quiet)
+                             fresh=args.fresh, prompting=prompting, progress=not args.quiet, shard=shard)
     cached = f" ({backend.hits} prompts from the score cache, {backend.misses} scored)" if not args.no_cache else ""
     print(f"wrote {len(labels)} rows to {args.out} in {time.time() - started:.0f} s{cached}", file=sys.stderr)
     print(format_report(summarize(labels)))
+    return 0
+
+
+def _option_value(text: str) -> Any:
+    """An engine option's value: JSON where it parses (numbers, true, null), else the text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _backend(args: argparse.Namespace):
+    """The engine ``--backend`` names, built from its options."""
+    if args.backend == "vllm":
+        from rlaif.backends.vllm_backend import VLLMBackend
+
+        options = {key: _option_value(value) for key, value in (_mapping(",".join(args.vllm_option), "--vllm-option")
+                                                                or {}).items()}
+        return VLLMBackend.from_pretrained(args.model, dtype=args.dtype, tensor_parallel_size=args.tensor_parallel_size,
+                                           max_model_len=args.max_model_len,
+                                           gpu_memory_utilization=args.gpu_memory_utilization,
+                                           max_prompt_tokens=args.max_prompt_tokens, seed=args.seed, **options)
+    if args.backend == "http":
+        from rlaif.backends.http_backend import OpenAICompatibleBackend
+
+        if not args.base_url:
+            raise SystemExit("error: --backend http needs --base-url, e.g. http://127.0.0.1:8000")
+        return OpenAICompatibleBackend(args.base_url, args.served_model or args.model, method=args.http_method,
+                                       tokenizer=args.tokenizer or (None if args.http_method == "chat" else args.model),
+                                       api_key_env=args.api_key_env, max_concurrency=args.max_concurrency,
+                                       timeout=args.timeout, max_retries=args.max_retries,
+                                       max_prompt_tokens=args.max_prompt_tokens)
+    from rlaif.backends.transformers_backend import TransformersBackend
+
+    return TransformersBackend.from_pretrained(args.model, dtype=args.dtype, device=args.device,
+                                               batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
+                                               max_prompt_tokens=args.max_prompt_tokens)
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from rlaif.shards import merge_shards
+
+    rows = merge_shards(args.shards, args.out)
+    print(f"merged {len(args.shards)} file(s): {len(rows)} pairs, every shard complete -> {args.out}", file=sys.stderr)
     return 0
 
 
@@ -198,8 +241,30 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--model", default=DEFAULT_MODEL,
                        help="catalogue name (see `rlaif models`), local folder, .gguf file or hub name "
                             f"(default {DEFAULT_MODEL})")
-    label.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    label.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"],
+                       help="weights' dtype (auto: the checkpoint's, vllm only; on GPUs bfloat16 is usual)")
     label.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    engine = label.add_argument_group("engine", "which engine scores the prompts (default: transformers, in process)")
+    engine.add_argument("--backend", default="transformers", choices=["transformers", "vllm", "http"],
+                        help="transformers or vllm in this process, or an OpenAI-compatible server (http)")
+    engine.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs per engine")
+    engine.add_argument("--gpu-memory-utilization", type=float, help="vllm: share of GPU memory the engine takes")
+    engine.add_argument("--max-model-len", type=int, help="vllm: longest sequence the engine accepts")
+    engine.add_argument("--vllm-option", action="append", default=[],
+                        help="vllm: any other vllm.LLM option as key=value (repeatable), e.g. enforce_eager=true")
+    engine.add_argument("--base-url", help="http: the server, e.g. http://127.0.0.1:8000 (no /v1)")
+    engine.add_argument("--served-model", help="http: the model name the server serves (default --model)")
+    engine.add_argument("--http-method", default="allowed_tokens", choices=["allowed_tokens", "echo", "chat"],
+                        help="http: allowed_tokens (vLLM servers), echo (completion servers that echo log-probs), "
+                             "chat (only /v1/chat/completions; labels must be among the top 20 tokens)")
+    engine.add_argument("--tokenizer", help="http: tokenizer to count and encode with (default --model)")
+    engine.add_argument("--api-key-env", default="OPENAI_API_KEY",
+                        help="http: environment variable holding the API key (the key is never logged or saved)")
+    engine.add_argument("--max-concurrency", type=int, default=32, help="http: requests in flight")
+    engine.add_argument("--timeout", type=float, default=120.0, help="http: seconds per request")
+    engine.add_argument("--max-retries", type=int, default=6,
+                        help="http: retries per request on 429/5xx/dropped connections (exponential backoff)")
+    label.add_argument("--shard", help="i/n: label only the i-th of n slices of the pairs (merge with `rlaif merge`)")
     label.add_argument("--limit", type=int, help="label only the first N pairs")
     label.add_argument("--batch-size", type=int, default=64, help="most prompts per forward pass")
     label.add_argument("--max-batch-tokens", type=int, default=4096,
@@ -250,6 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--json", action="store_true")
     compare.add_argument("--tie-band", type=float, default=0.0)
     compare.set_defaults(func=cmd_compare)
+
+    merge = commands.add_parser("merge", help="merge the outputs of `rlaif label --shard i/n` into one file, "
+                                              "checking that no pair is missing or repeated")
+    merge.add_argument("shards", nargs="+", help="the shard output files")
+    merge.add_argument("--out", required=True, help="merged labels file, .jsonl or .parquet")
+    merge.set_defaults(func=cmd_merge)
 
     templates = commands.add_parser("templates", help="list the labeling tasks and their templates")
     templates.add_argument("--templates", help="folder of your own task templates")

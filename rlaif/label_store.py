@@ -105,15 +105,19 @@ class LabelStore:
         """Write the final output atomically: this job's rows in input order, then any rows
         an earlier, larger job of the same run labeled (kept, never thrown away)."""
         ids = {row["id"] for row in rows}
-        rows = rows + [row for pair_id, row in self.done.items() if pair_id not in ids]
+        write_labels(rows + [row for pair_id, row in self.done.items() if pair_id not in ids], self.out)
         if self.out.suffix == ".parquet":
-            buffer = io.BytesIO()
-            _metadata_as_json(pd.DataFrame(rows)).to_parquet(buffer, index=False)
-            atomic_write_bytes(self.out, buffer.getvalue())
             self.journal.unlink(missing_ok=True)
-        else:
-            atomic_write_bytes(self.out, b"".join(
-                json.dumps(row, ensure_ascii=False).encode() + b"\n" for row in rows))
+
+
+def write_labels(rows: list[dict[str, Any]], out: Path) -> None:
+    """Write label rows to ``out`` (.jsonl or .parquet) atomically: the old file or the new one, never half."""
+    if out.suffix == ".parquet":
+        buffer = io.BytesIO()
+        _metadata_as_json(pd.DataFrame(rows)).to_parquet(buffer, index=False)
+        atomic_write_bytes(out, buffer.getvalue())
+    else:
+        atomic_write_bytes(out, b"".join(json.dumps(row, ensure_ascii=False).encode() + b"\n" for row in rows))
 
 
 def _metadata_as_json(labels: pd.DataFrame) -> pd.DataFrame:

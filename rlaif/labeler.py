@@ -24,6 +24,7 @@ from rlaif.direct_scores import SCORE_LABELS, DirectScorer
 from rlaif.label_store import LabelStore, StoreError
 from rlaif.pairs import PreferencePair
 from rlaif.prompting import PairPrompts, Prompting
+from rlaif.shards import shard_slice
 from rlaif.soft_labels import candidate_mass, candidate_probs, choice, swap_average
 from rlaif.templates import PromptTemplate
 
@@ -167,8 +168,9 @@ def _combine(logprobs: np.ndarray, clamp: tuple[float, float] | None) -> np.ndar
 
 def label_pairs(pairs: Sequence[PreferencePair], backend: LabelBackend, template: PromptTemplate, *,
                 chat_template: bool = False, out: str | Path | None = None, fresh: bool = False,
-                prompting: Prompting | None = None, pairs_per_step: int = 8,
-                max_prompt_tokens: int | None = None, progress: bool = True) -> pd.DataFrame:
+                prompting: Prompting | None = None, pairs_per_step: int | None = None,
+                max_prompt_tokens: int | None = None, progress: bool = True,
+                shard: tuple[int, int] | None = None) -> pd.DataFrame:
     """Label every pair in both orders; one row per pair, in input order.
 
     ``prompting`` switches on few-shot, chain-of-thought, preamble ensembles
@@ -177,8 +179,10 @@ def label_pairs(pairs: Sequence[PreferencePair], backend: LabelBackend, template
     probabilities. With ``out``, each step's rows are appended to disk as they
     finish and a rerun with the same settings skips the pairs already labeled
     (``fresh`` starts over). Steps are fixed slices of ``pairs``, so a resumed run
-    scores the same batches as an uninterrupted one. ``max_prompt_tokens``
-    defaults to the backend's limit.
+    scores the same batches as an uninterrupted one. ``pairs_per_step`` defaults
+    to the backend's ``pairs_per_step`` (8 for in-process transformers, more for
+    engines that batch themselves). ``max_prompt_tokens`` defaults to the backend's
+    limit. ``shard=(i, n)`` labels only the i-th of n slices (see ``rlaif.shards``).
     """
     builder = PairPrompts(template, backend, chat_template, prompting or Prompting())
     prompting = builder.prompting  # preambles resolved
@@ -190,8 +194,19 @@ def label_pairs(pairs: Sequence[PreferencePair], backend: LabelBackend, template
                 "chat_template": chat_template, "run_id": this_run}
     if prompting != Prompting(preambles=(template.preamble,)):
         run_info["prompting"] = prompting.describe()
-    return _run_steps(pairs, this_run, out, fresh, pairs_per_step, progress,
+    pairs = _take_shard(pairs, shard, run_info)
+    return _run_steps(pairs, this_run, out, fresh, pairs_per_step or getattr(backend, "pairs_per_step", 8), progress,
                       lambda step: _label_step(step, builder, template, run_info, max_prompt_tokens))
+
+
+def _take_shard(pairs: Sequence[PreferencePair], shard: tuple[int, int] | None,
+                run_info: dict[str, Any]) -> Sequence[PreferencePair]:
+    """The shard's slice of ``pairs``; its rows record the shard and its size, so a merge can check it is whole."""
+    if shard is None:
+        return pairs
+    pairs = shard_slice(pairs, *shard)
+    run_info.update(shard=f"{shard[0]}/{shard[1]}", shard_pairs=len(pairs))
+    return pairs
 
 
 def _run_steps(pairs: Sequence[PreferencePair], this_run: str, out: str | Path | None, fresh: bool,
@@ -271,7 +286,8 @@ def _label_step(step: Sequence[PreferencePair], builder: PairPrompts, template: 
 
 
 def score_pairs(pairs: Sequence[PreferencePair], scorer: DirectScorer, *, out: str | Path | None = None,
-                fresh: bool = False, pairs_per_step: int = 8, progress: bool = True) -> pd.DataFrame:
+                fresh: bool = False, pairs_per_step: int | None = None, progress: bool = True,
+                shard: tuple[int, int] | None = None) -> pd.DataFrame:
     """Direct scoring as a pairwise labeler: each response scored alone, P(1 preferred) = sigmoid(s1 - s2).
 
     Rows have the same fields as ``label_pairs`` (so the same report applies) plus
@@ -304,4 +320,6 @@ def score_pairs(pairs: Sequence[PreferencePair], scorer: DirectScorer, *, out: s
                              score_2=float(s2) if np.isfinite(s2) else None, flags=flags, skipped_reason=None))
         return rows
 
-    return _run_steps(pairs, this_run, out, fresh, pairs_per_step, progress, step)
+    pairs = _take_shard(pairs, shard, run_info)
+    return _run_steps(pairs, this_run, out, fresh, pairs_per_step or getattr(scorer.backend, "pairs_per_step", 8),
+                      progress, step)

@@ -25,7 +25,8 @@ import torch
 from transformers import DynamicCache
 
 from rlaif.backends.batching import token_batches
-from rlaif.backends.label_tokens import Continuation, continuation, plan
+from rlaif.backends.label_tokens import Continuation, plan
+from rlaif.backends.prompt_tokens import PromptTokens
 from rlaif.backends.shared_prefix import PrefixNode, common_length, prefix_tree
 from rlaif.models import DEFAULT_MODEL, resolve_model
 
@@ -60,6 +61,7 @@ class TransformersBackend:
             raise ValueError("batch_size, max_batch_tokens and min_shared_prefix must be at least 1, "
                              f"got {batch_size}, {max_batch_tokens}, {min_shared_prefix}")
         self.model, self.tokenizer, self.name, self.batch_size = model.eval(), tokenizer, name, batch_size
+        self.tokens = PromptTokens(tokenizer, name)
         self.max_batch_tokens, self.share_prefixes, self.min_shared_prefix = max_batch_tokens, share_prefixes, min_shared_prefix
         self._base = model.base_model  # the decoder without the output layer
         # transformers 5.2x renamed past_key_values to cache
@@ -99,16 +101,13 @@ class TransformersBackend:
     # ---------------------------------------------------------------- tokens
 
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids; no second BOS when the text (a chat-formatted prompt) already starts with it."""
-        bos = self.tokenizer.bos_token
-        return [self.tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"]
-                for text in texts]
+        return self.tokens.encode(texts)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return [len(ids) for ids in self._encode(texts)]
+        return self.tokens.count_tokens(texts)
 
     def continuations(self, prompt: str, labels: Sequence[str]) -> list[Continuation]:
-        return [continuation(lambda text: self._encode([text])[0], prompt, label) for label in labels]
+        return self.tokens.continuations(prompt, labels)
 
     # ---------------------------------------------------------------- scoring
 
@@ -266,11 +265,7 @@ class TransformersBackend:
         return results
 
     def chat_prompt(self, message: str, reply_prefix: str) -> str:
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise ValueError(f"{self.name} has no chat template; label without --chat-template")
-        wrapped = self.tokenizer.apply_chat_template([{"role": "user", "content": message}],
-                                                     tokenize=False, add_generation_prompt=True)
-        return wrapped + reply_prefix
+        return self.tokens.chat_prompt(message, reply_prefix)
 
     def fingerprint(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,99 @@
+"""A real local HTTP server (stdlib, real sockets) that answers the OpenAI completion API from a
+fixed rule and misbehaves on a script: for testing retries, timeouts and error messages.
+
+The real-model, real-vLLM tests are in test_serving.py; this one needs no model.
+"""
+
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+
+
+def next_token_logprobs(context, vocab=50):
+    """The rule the server answers with: a fixed distribution per token context."""
+    rng = np.random.default_rng(sum((i + 1) * t for i, t in enumerate(context)) % 2**32)
+    logits = rng.normal(size=vocab) * 2
+    return logits - np.logaddexp.reduce(logits)
+
+
+class ScriptedServer:
+    """``script`` is consumed one action per request: "ok", "drop" (close without answering),
+    "nologprobs", "slow" (answer after ``slow_seconds``), or an HTTP status code (int), or
+    (status, retry_after). When the script runs out every request is answered "ok"."""
+
+    def __init__(self, script=(), slow_seconds=2.0):
+        self.script, self.slow_seconds = list(script), slow_seconds
+        self.seen = []  # (path, headers, body) of every request
+        self.in_flight = self.most_in_flight = 0
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server.lock:
+                    server.seen.append((self.path, dict(self.headers), body))
+                    action = server.script.pop(0) if server.script else "ok"
+                    server.in_flight += 1
+                    server.most_in_flight = max(server.most_in_flight, server.in_flight)
+                try:
+                    self._act(action, body)
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
+
+            def _act(self, action, body):
+                if action == "drop":
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+                if action == "slow":
+                    threading.Event().wait(server.slow_seconds)
+                if isinstance(action, (int, tuple)):
+                    status, retry_after = action if isinstance(action, tuple) else (action, None)
+                    self._send(status, {"error": f"scripted {status}"}, retry_after)
+                    return
+                self._send(200, server.answer(body, logprobs=action != "nologprobs"))
+
+            def _send(self, status, payload, retry_after=None):
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                if retry_after is not None:
+                    self.send_header("Retry-After", str(retry_after))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def answer(self, body, logprobs=True):
+        """What vLLM answers to a one-token completion with allowed_token_ids and token-id output."""
+        if "messages" in body or body.get("echo") or not isinstance(body["prompt"], list):
+            raise NotImplementedError("the scripted server answers token-id next-token reads only")
+        table = next_token_logprobs(body["prompt"])
+        allowed = body.get("allowed_token_ids") or range(len(table))
+        sampled = max(allowed, key=lambda t: table[t])
+        top = set(np.argsort(-table)[:body.get("logprobs") or 0].tolist()) | {sampled}
+        choice = {"index": 0, "text": str(sampled), "finish_reason": "length",
+                  "logprobs": {"tokens": [f"token_id:{sampled}"], "token_logprobs": [float(table[sampled])],
+                               "top_logprobs": [{f"token_id:{t}": float(table[t]) for t in top}]} if logprobs else None}
+        return {"id": "x", "object": "text_completion", "model": body["model"], "choices": [choice]}
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,108 @@
+"""The OpenAI-compatible backend's HTTP behaviour against a real local server that misbehaves on a
+script: exact reads from top-k answers, retries, timeouts, bounded concurrency, clear errors, and
+an API key that never leaves the request headers. (Agreement with the transformers backend on a
+real vLLM server is tested in test_serving.py.)"""
+
+import logging
+
+import numpy as np
+import pytest
+
+from rlaif.backends.http_backend import HTTPBackendError, OpenAICompatibleBackend
+from rlaif.backends.next_token import MissingLogprobsError
+from rlaif.backends.prompt_tokens import load_tokenizer
+from tests.scripted_server import ScriptedServer, next_token_logprobs
+
+KEY = "sk-test-never-print-me-4242"
+PROMPTS = ["Which is better? Answer 1 or 2. Answer:", "Rate it from 1 to 10. Score:"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer("smollm2-135m")
+
+
+@pytest.fixture
+def backend_for(tokenizer, monkeypatch):
+    monkeypatch.setenv("RLAIF_TEST_KEY", KEY)
+
+    def make(server, **options):
+        settings = {"tokenizer": tokenizer, "api_key_env": "RLAIF_TEST_KEY", "backoff": 0.01, "max_backoff": 0.05,
+                    "max_retries": 5, "top_logprobs": 2, **options}
+        return OpenAICompatibleBackend(server.url, "served-model", **settings)
+    return make
+
+
+def expected(backend, prompts, labels):
+    """The server's rule applied to the label continuations: what an exact reader must return."""
+    rows = []
+    for prompt in prompts:
+        rows.append([sum(next_token_logprobs(c.prompt_ids + c.label_ids[:k])[t] for k, t in enumerate(c.label_ids))
+                     for c in backend.tokens.continuations(prompt, labels)])
+    return np.array(rows)
+
+
+def test_labels_are_read_exactly_from_a_server_that_answers_only_its_top_tokens(backend_for):
+    with ScriptedServer() as server:
+        backend = backend_for(server)
+        for labels in (["1", "2"], [str(i) for i in range(1, 11)]):  # "10" is two tokens after the prompt
+            got = backend.label_logprobs(PROMPTS, labels)
+            np.testing.assert_allclose(got, expected(backend, PROMPTS, labels), atol=1e-12)
+    bodies = [body for _, _, body in server.seen]
+    assert all(body["model"] == "served-model" and body["max_tokens"] == 1 and body["temperature"] == 0 for body in bodies)
+    assert any(len(body["allowed_token_ids"]) == 1 for body in bodies)  # a missing candidate asked again alone
+
+
+def test_5xx_429_and_dropped_connections_are_retried_and_the_key_never_logged(backend_for, caplog):
+    with ScriptedServer(script=[500, "drop", (429, 0), 503, 502]) as server, caplog.at_level(logging.DEBUG):
+        backend = backend_for(server)
+        got = backend.label_logprobs(PROMPTS, ["1", "2"])
+    np.testing.assert_allclose(got, expected(backend, PROMPTS, ["1", "2"]), atol=1e-12)
+    assert backend.stats["retries"] == 5
+    assert sum("retry" in record.getMessage() for record in caplog.records) == 5
+    assert all(headers.get("Authorization") == f"Bearer {KEY}" for _, headers, _ in server.seen)
+    assert KEY not in caplog.text
+    assert KEY not in repr(vars(backend)) and KEY not in repr(backend.fingerprint())
+
+
+def test_a_request_that_keeps_failing_gives_up_with_the_last_error(backend_for):
+    with ScriptedServer(script=[500] * 10) as server:
+        with pytest.raises(HTTPBackendError, match=r"gave up after 3 attempts; last error: HTTP 500"):
+            backend_for(server, max_retries=2).label_logprobs(PROMPTS[:1], ["1", "2"])
+
+
+def test_a_refused_request_fails_at_once_with_the_servers_message(backend_for):
+    with ScriptedServer(script=[400]) as server:
+        with pytest.raises(HTTPBackendError, match=r"answered HTTP 400: .*scripted 400"):
+            backend_for(server).label_logprobs(PROMPTS[:1], ["1", "2"])
+    assert len(server.seen) == 1
+
+
+def test_answers_without_logprobs_are_a_clear_error(backend_for):
+    with ScriptedServer(script=["nologprobs"]) as server:
+        with pytest.raises(MissingLogprobsError, match="drops them"):
+            backend_for(server).label_logprobs(PROMPTS[:1], ["1", "2"])
+
+
+def test_a_request_that_times_out_is_retried(backend_for):
+    with ScriptedServer(script=["slow"], slow_seconds=1.5) as server:
+        backend = backend_for(server, timeout=0.5)
+        got = backend.label_logprobs(PROMPTS[:1], ["1", "2"])
+    np.testing.assert_allclose(got, expected(backend, PROMPTS[:1], ["1", "2"]), atol=1e-12)
+    assert backend.stats["retries"] == 1
+
+
+def test_no_server_at_all_names_the_url_after_the_retries():
+    with ScriptedServer() as server:
+        url = server.url
+    backend = OpenAICompatibleBackend(url, "m", method="chat", backoff=0.01, max_backoff=0.02, max_retries=2)
+    with pytest.raises(HTTPBackendError, match=rf"{url}/v1/chat/completions: gave up after 3 attempts; .*Connect"):
+        backend.label_logprobs(["hi"], ["1", "2"])
+
+
+def test_requests_in_flight_are_bounded(backend_for):
+    prompts = [f"Prompt number {i}. Answer:" for i in range(12)]
+    with ScriptedServer(script=["slow"] * 12, slow_seconds=0.3) as server:
+        backend = backend_for(server, max_concurrency=3, top_logprobs=5)
+        backend.label_logprobs(prompts, ["1", "2"])
+    assert server.most_in_flight == 3
