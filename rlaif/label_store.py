@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable
@@ -82,8 +83,7 @@ class LabelStore:
         if self.journal.exists():
             source, rows = self.journal, read_journal(self.journal, repair=False)
         elif self.out.exists():  # a finished .parquet run: resume from the file itself
-            # through JSON, so rows look as they do in a journal (lists, not arrays; None, not NaN)
-            source, rows = self.out, json.loads(read_labels(self.out).to_json(orient="records"))
+            source, rows = self.out, label_rows(self.out)
         else:
             source, rows = self.out, []
         for row in rows:
@@ -144,6 +144,23 @@ def read_labels(path: str | Path) -> pd.DataFrame:
     if path.suffix != ".jsonl":
         raise StoreError(f"{path}: labels files are .jsonl or .parquet")
     return pd.DataFrame(read_journal(path, repair=False))
+
+
+def label_rows(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a labels file as plain Python values, as a journal holds them: exact floats,
+    lists (not arrays), None (not NaN)."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such labels file")
+        return read_journal(path, repair=False)
+    return [{key: _plain(value) for key, value in row.items()} for row in read_labels(path).to_dict("records")]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def to_dataset(labels: pd.DataFrame):

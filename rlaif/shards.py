@@ -9,13 +9,12 @@ no pair twice.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rlaif.label_store import OUTPUT_SUFFIXES, StoreError, read_labels, write_labels
+from rlaif.label_store import OUTPUT_SUFFIXES, StoreError, label_rows, write_labels
 
 T = TypeVar("T")
 
@@ -47,7 +46,7 @@ def merge_shards(paths: Sequence[str | Path], out: str | Path) -> list[dict[str,
     first: tuple[str, int | None, Path] | None = None  # (run_id, shard count, file) of the first row seen
     owner: dict[str, tuple[int, Path]] = {}
     for path in map(Path, paths):
-        rows = json.loads(read_labels(path).to_json(orient="records"))
+        rows = label_rows(path)
         for line, row in enumerate(rows, start=1):
             where = f"{path}, row {line}"
             index, count = parse_shard(row["shard"]) if row.get("shard") else (None, None)

@@ -189,3 +189,24 @@ def test_compare_two_runs_with_mcnemar(tmp_path):
     assert got["common_pairs"] == 20 and got["mcnemar_p"] == pytest.approx(want["mcnemar_p"])
     text = run("compare", str(a), str(b)).stdout
     assert "McNemar" in text and "common pairs             20" in text
+
+
+@pytest.mark.model
+def test_shards_from_the_command_line_merge_into_the_whole_job(tmp_path):
+    """Two `rlaif label --shard i/2` runs (sharing one score cache), merged, give the unsharded job's rows."""
+    common = ["label", "--data", str(HH), "--format", "hh-rlhf", "--limit", "5", "--quiet",
+              "--cache", str(tmp_path / "scores.sqlite")]
+    for i in (1, 2):
+        done = run(*common, "--shard", f"{i}/2", "--out", str(tmp_path / f"shard{i}.jsonl"))
+        assert done.returncode == 0, done.stderr
+    shard_rows = [json.loads(line) for i in (1, 2) for line in (tmp_path / f"shard{i}.jsonl").read_text().splitlines()]
+    assert [r["shard"] for r in shard_rows] == ["1/2"] * 2 + ["2/2"] * 3
+    merged = run("merge", str(tmp_path / "shard2.jsonl"), str(tmp_path / "shard1.jsonl"), "--out", str(tmp_path / "all.jsonl"))
+    assert merged.returncode == 0, merged.stderr
+    whole = run(*common, "--out", str(tmp_path / "whole.jsonl"))
+    assert whole.returncode == 0, whole.stderr
+    rows = [json.loads(line) for line in (tmp_path / "all.jsonl").read_text().splitlines()]
+    expected = [json.loads(line) for line in (tmp_path / "whole.jsonl").read_text().splitlines()]
+    strip = lambda row: {k: v for k, v in row.items() if k not in ("shard", "shard_pairs")}  # noqa: E731
+    assert [strip(r) for r in rows] == expected
+    assert "(10 prompts from the score cache, 0 scored)" in whole.stderr
