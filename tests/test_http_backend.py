@@ -106,3 +106,15 @@ def test_requests_in_flight_are_bounded(backend_for):
         backend = backend_for(server, max_concurrency=3, top_logprobs=5)
         backend.label_logprobs(prompts, ["1", "2"])
     assert server.most_in_flight == 3
+
+
+def test_works_inside_a_running_event_loop_as_in_jupyter(backend_for):
+    import asyncio
+
+    async def notebook_cell(backend):
+        return backend.label_logprobs(PROMPTS[:1], ["1", "2"])  # sync call, loop already running
+
+    with ScriptedServer() as server:
+        backend = backend_for(server)
+        got = asyncio.run(notebook_cell(backend))
+    np.testing.assert_allclose(got, expected(backend, PROMPTS[:1], ["1", "2"]), atol=1e-12)
