@@ -64,3 +64,15 @@ def resolve_model(name: str) -> ResolvedModel:
         raise ValueError(f"unknown model {name!r}: not in the catalogue, not a local path, and hub names "
                          f"look like org/name. Catalogue models and how to install them:\n{known}")
     return ResolvedModel(name, name, None, "hub")
+
+
+def hf_model_path(name: str) -> tuple[str, str, str | None]:
+    """(folder or hub name, description, weights id) for loaders that need a Hugging Face folder
+    (vLLM, sequence-classification reward models): a GGUF model is converted once (cached)."""
+    resolved = resolve_model(name)
+    if resolved.gguf_file:
+        from rlaif.model_files import hf_folder
+
+        folder = hf_folder(Path(resolved.path) / resolved.gguf_file, Path(name).stem)
+        return str(folder), resolved.describe(), resolved.weights_id()
+    return resolved.path, resolved.describe(), resolved.weights_id()

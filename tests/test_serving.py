@@ -117,9 +117,9 @@ def engine():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from rlaif.backends.vllm_backend import vllm_model_path
+    from rlaif.models import hf_model_path
 
-    running = VLLMServer(vllm_model_path(MODEL)[0], tmp_path_factory.mktemp("vllm") / "server.log")
+    running = VLLMServer(hf_model_path(MODEL)[0], tmp_path_factory.mktemp("vllm") / "server.log")
     running.start()
     yield running
     running.stop()

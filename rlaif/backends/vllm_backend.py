@@ -21,22 +21,10 @@ import numpy as np
 from rlaif.backends.next_token import Context, label_logprobs_by_next_token
 from rlaif.backends.prompt_tokens import PromptTokens
 from rlaif.backends.transformers_backend import cut_at_stop
-from rlaif.models import DEFAULT_MODEL, resolve_model
+from rlaif.models import DEFAULT_MODEL, hf_model_path
 
 #: Top log-probs asked for where ``logprob_token_ids`` is missing (vLLM's default max_logprobs).
 TOP_LOGPROBS = 20
-
-
-def vllm_model_path(name: str) -> tuple[str, str, str | None]:
-    """(folder or hub name for vLLM, description, weights id). Catalogue and local GGUF models are
-    converted once to a Hugging Face folder (vLLM's GGUF support is partial)."""
-    resolved = resolve_model(name)
-    if resolved.gguf_file:
-        from rlaif.model_files import hf_folder
-
-        folder = hf_folder(Path(resolved.path) / resolved.gguf_file, Path(name).stem)
-        return str(folder), resolved.describe(), resolved.weights_id()
-    return resolved.path, resolved.describe(), resolved.weights_id()
 
 
 class VLLMBackend:
@@ -63,7 +51,7 @@ class VLLMBackend:
         ``vllm.LLM`` unchanged (e.g. ``kv_cache_memory_bytes``, ``enforce_eager``, ``quantization``)."""
         from vllm import LLM
 
-        path, source, weights = vllm_model_path(name)
+        path, source, weights = hf_model_path(name)  # vLLM's GGUF support is partial: a converted folder
         options: dict[str, Any] = {"enable_prefix_caching": True, **engine_options}
         if max_model_len is not None:
             options["max_model_len"] = max_model_len

@@ -1,0 +1,376 @@
+"""Reward models distilled from preference labels: a transformer with a scalar head scoring (context, response).
+
+The same code trains on AI soft labels ("distilled RLAIF", Lee et al. 2023, 2.2.1)
+and on human hard labels ("RLHF"), so the two can be compared with everything else
+equal. The loss is the cross-entropy between the target preference [p, 1 - p] and
+softmax([r1, r2]); for p in {0, 1} it is the Bradley-Terry loss -log sigmoid(r_w - r_l).
+
+The model is transformers' sequence-classification model with one output (the head
+TRL's RewardTrainer uses), so ``save_pretrained`` / ``from_pretrained`` round-trip
+and any causal backbone works. ``trainable="head"`` freezes the backbone: each text's
+final hidden state is computed once and only the head is trained, which is what
+fits a 2-core CPU; ``"all"`` fine-tunes everything, the GPU setting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from rlaif.pairs import PreferencePair
+
+INFO_FILE = "rlaif_reward_model.json"
+
+
+# ---------------------------------------------------------------- loss
+
+def preference_loss(r1: torch.Tensor, r2: torch.Tensor, p: torch.Tensor, *, margin: float = 0.0,
+                    center_weight: float = 0.0) -> torch.Tensor:
+    """Mean over pairs of  -(p log sigmoid(r1 - r2 - m) + (1 - p) log sigmoid(r2 - r1 - m))
+    + center_weight * (r1 + r2)^2.
+
+    p = P(response 1 preferred): AI soft labels, or 1/0 for hard labels (then this is
+    Bradley-Terry). The margin m asks the preferred reward to win by at least m (Llama 2's
+    margin loss; 0 = plain cross-entropy). The centering term keeps rewards near zero
+    (Eisenstein et al. 2023), since the loss sees only differences.
+    """
+    difference = r1 - r2
+    loss = -(p * F.logsigmoid(difference - margin) + (1 - p) * F.logsigmoid(-difference - margin))
+    if center_weight:
+        loss = loss + center_weight * (r1 + r2) ** 2
+    return loss.mean()
+
+
+# ---------------------------------------------------------------- data
+
+@dataclass(frozen=True)
+class PreferenceTarget:
+    """One training pair: P(response_1 preferred) = p. ``group`` keeps the pairs of one prompt
+    (a ranking's K-choose-2 pairs) in the same batch."""
+
+    context: str
+    response_1: str
+    response_2: str
+    p: float
+    group: str = ""
+
+
+def targets_from_labels(labels: pd.DataFrame, pairs: Sequence[PreferencePair], source: str,
+                        min_confidence: float = 0.0) -> list[PreferenceTarget]:
+    """Training targets from a labels table (``label_pairs`` output) and its pairs.
+
+    ``source``: "ai_soft" (p as is), "ai_hard" (1 if p > 0.5, 0 if p < 0.5; exact 0.5
+    dropped), or "human" (human_choice 1 -> 1, 2 -> 0; ties and unlabeled dropped).
+    ``min_confidence`` > 0 keeps only pairs with |p - 0.5| > it (AI sources; the paper's filter).
+    Rows without a p (skipped, non-finite) are dropped.
+    """
+    if source not in ("ai_soft", "ai_hard", "human"):
+        raise ValueError(f"source must be ai_soft, ai_hard or human, got {source!r}")
+    by_id = {pair.id: pair for pair in pairs}
+    targets = []
+    for row in labels.itertuples():
+        pair = by_id.get(row.id)
+        if pair is None:
+            raise ValueError(f"labels row {row.id!r} has no pair among the pairs given")
+        if source == "human":
+            if pair.human_choice not in (1, 2):
+                continue
+            p = 1.0 if pair.human_choice == 1 else 0.0
+        else:
+            if row.p is None or not math.isfinite(row.p) or (min_confidence and abs(row.p - 0.5) <= min_confidence):
+                continue
+            if source == "ai_hard":
+                if row.p == 0.5:
+                    continue
+                p = 1.0 if row.p > 0.5 else 0.0
+            else:
+                p = float(row.p)
+        targets.append(PreferenceTarget(pair.context, pair.response_1, pair.response_2, p, group=pair.context))
+    return targets
+
+
+def ranking_targets(context: str, ranked: Sequence[str]) -> list[PreferenceTarget]:
+    """A ranking of K responses (best first) as its K-choose-2 pairs, one group (InstructGPT)."""
+    return [PreferenceTarget(context, ranked[i], ranked[j], 1.0, group=context)
+            for i in range(len(ranked)) for j in range(i + 1, len(ranked))]
+
+
+def data_hash(targets: Sequence[PreferenceTarget]) -> str:
+    payload = json.dumps([asdict(t) for t in targets], ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def reward_text(context: str, response: str) -> str:
+    """What the reward model reads: the conversation with the response as the last turn."""
+    if context.rstrip().endswith(":"):  # "...\n\nAssistant:" + " response"
+        return context + (response if response.startswith((" ", "\n")) else " " + response)
+    return f"{context}\n\n{response}" if context else response
+
+
+# ---------------------------------------------------------------- model
+
+@dataclass
+class RewardTrainingConfig:
+    """How a reward model is trained; saved beside it."""
+
+    trainable: str = "head"       # "head" (frozen backbone, features cached) or "all"
+    epochs: int = 20
+    batch_size: int = 16          # pairs per optimizer step, before accumulation
+    grad_accum: int = 1
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    margin: float = 0.0
+    center_weight: float = 0.0
+    max_length: int = 512         # tokens per (context, response); contexts are cut from the left
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class RewardModel:
+    """A scalar reward for (context, response); callable as a TRL reward function, like DirectScorer."""
+
+    def __init__(self, model, tokenizer, *, name: str, info: dict[str, Any] | None = None, batch_size: int = 16):
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.info, self.batch_size = info or {}, batch_size
+        self.tokenizer.truncation_side = "left"  # keep the response and the most recent context
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.max_length = int(self.info.get("config", {}).get("max_length", 512))
+
+    @classmethod
+    def from_backbone(cls, backbone: str, *, dtype: str = "float32", device: str = "cpu", seed: int = 0) -> "RewardModel":
+        """A new reward model: ``backbone`` (catalogue name, folder, hub name) with a fresh scalar head."""
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from rlaif.models import hf_model_path
+
+        path, source, _ = hf_model_path(backbone)
+        torch.manual_seed(seed)  # the new head's initialization
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=getattr(torch, dtype))
+        return cls(model.to(device), AutoTokenizer.from_pretrained(path), name=backbone,
+                   info={"backbone": backbone, "backbone_source": source})
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str = "cpu") -> "RewardModel":
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        path = Path(path)
+        info_file = path / INFO_FILE
+        if not info_file.is_file():
+            raise FileNotFoundError(f"{path}: no {INFO_FILE}; not a reward model saved by rlaif")
+        info = json.loads(info_file.read_text())
+        model = AutoModelForSequenceClassification.from_pretrained(path).to(device)
+        return cls(model, AutoTokenizer.from_pretrained(path), name=info.get("name", path.name), info=info)
+
+    def save(self, path: str | Path) -> Path:
+        """``save_pretrained`` (model and tokenizer) plus INFO_FILE: how it was trained, on what."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        (path / INFO_FILE).write_text(json.dumps({**self.info, "name": self.name}, indent=2, default=str) + "\n")
+        return path
+
+    @property
+    def head(self) -> torch.nn.Linear:
+        head = getattr(self.model, "score", None)
+        if not isinstance(head, torch.nn.Linear):
+            raise TypeError(f"{type(self.model).__name__} has no linear 'score' head")
+        return head
+
+    def _encode(self, texts: Sequence[str]):
+        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                               return_tensors="pt")
+        return {key: value.to(self.model.device) for key, value in batch.items()}
+
+    def _last_positions(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        return attention_mask.sum(dim=1) - 1  # right padding: the last real token
+
+    def features(self, texts: Sequence[str], progress: bool = False) -> torch.Tensor:
+        """The backbone's final hidden state at each text's last token (what the head reads), [n, hidden]."""
+        self.tokenizer.padding_side = "right"
+        chunks = []
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths together: less padding
+        with torch.inference_mode():
+            for start in tqdm(range(0, len(texts), self.batch_size), desc="reward-model features",
+                              disable=not progress):
+                rows = order[start:start + self.batch_size]
+                batch = self._encode([texts[i] for i in rows])
+                hidden = self.model.base_model(**batch).last_hidden_state
+                last = self._last_positions(batch["attention_mask"])
+                chunks.append(hidden[torch.arange(len(rows)), last].float().cpu())
+        result = torch.empty((len(texts), self.model.config.hidden_size))
+        if chunks:
+            result[torch.tensor(order)] = torch.cat(chunks)
+        return result
+
+    def rewards(self, contexts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """r(context, response) for each pair of the two sequences."""
+        texts = [reward_text(c, r) for c, r in zip(contexts, responses)]
+        with torch.inference_mode():
+            return self.head(self.features(texts).to(self.head.weight)).squeeze(-1).double().cpu().numpy()
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs) -> list[float]:
+        """TRL's reward-function convention (strings or chat messages), as DirectScorer."""
+        from rlaif.direct_scores import _as_text
+
+        return [float(r) for r in self.rewards([_as_text(p) for p in prompts], [_as_text(c) for c in completions])]
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"backend": "reward_model", "model": self.name, "data_hash": self.info.get("data_hash"),
+                "labels_source": self.info.get("labels_source")}
+
+
+# ---------------------------------------------------------------- training
+
+def _batches(targets: Sequence[PreferenceTarget], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of whole groups (all pairs of one prompt together), about ``batch_size`` pairs each."""
+    groups: dict[str, list[int]] = {}
+    for i, target in enumerate(targets):
+        groups.setdefault(target.group, []).append(i)
+    keys = list(groups)
+    rng.shuffle(keys)
+    batches, current = [], []
+    for key in keys:
+        current += groups[key]
+        if len(current) >= batch_size:
+            batches.append(current)
+            current = []
+    return batches + ([current] if current else [])
+
+
+def _pair_texts(targets: Sequence[PreferenceTarget]) -> tuple[list[str], list[str]]:
+    return ([reward_text(t.context, t.response_1) for t in targets],
+            [reward_text(t.context, t.response_2) for t in targets])
+
+
+def train_reward_model(rm: RewardModel, train: Sequence[PreferenceTarget], *, config: RewardTrainingConfig,
+                       labels_source: str, evaluate: Sequence[PreferenceTarget] = (), progress: bool = True,
+                       features: dict[str, torch.Tensor] | None = None) -> list[dict[str, float]]:
+    """Train ``rm`` in place; returns the history: one dict per epoch (train loss, eval loss and
+    accuracy), after an epoch-0 evaluation of the untrained model when ``evaluate`` is given.
+
+    Seeded (``config.seed``): same data and config give the same model. ``features``: a cache
+    {text: backbone feature} shared between models on the same backbone (``trainable="head"``).
+    """
+    if not train:
+        raise ValueError("no training pairs (all filtered out?)")
+    if config.trainable not in ("head", "all"):
+        raise ValueError(f"trainable must be 'head' or 'all', got {config.trainable!r}")
+    rm.max_length = config.max_length
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    head_only = config.trainable == "head"
+    for parameter in rm.model.parameters():
+        parameter.requires_grad_(not head_only)
+    rm.head.weight.requires_grad_(True)
+    if rm.head.bias is not None:
+        rm.head.bias.requires_grad_(True)
+    trainable = [p for p in rm.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+
+    def featurize(targets: Sequence[PreferenceTarget]) -> tuple[torch.Tensor, torch.Tensor]:
+        first, second = _pair_texts(targets)
+        cache = features if features is not None else {}
+        todo = [t for t in dict.fromkeys(first + second) if t not in cache]
+        if todo:
+            cache.update(zip(todo, rm.features(todo, progress=progress)))
+        return torch.stack([cache[t] for t in first]), torch.stack([cache[t] for t in second])
+
+    def score_pairs(targets: Sequence[PreferenceTarget], cached=None) -> tuple[torch.Tensor, torch.Tensor]:
+        if cached is not None:
+            f1, f2 = cached
+            return rm.head(f1.to(rm.head.weight)).squeeze(-1), rm.head(f2.to(rm.head.weight)).squeeze(-1)
+        rm.tokenizer.padding_side = "right"
+        first, second = _pair_texts(targets)
+        batch = rm._encode(first + second)
+        out = rm.model.base_model(**batch).last_hidden_state
+        last = rm._last_positions(batch["attention_mask"])
+        rewards = rm.head(out[torch.arange(len(last)), last]).squeeze(-1)
+        return rewards[:len(targets)], rewards[len(targets):]
+
+    train_features = featurize(train) if head_only else None
+    eval_features = featurize(evaluate) if head_only and evaluate else None
+    p_train = torch.tensor([t.p for t in train], dtype=torch.float32)
+    history = []
+    if evaluate:  # before training: the baseline each epoch is compared with
+        history.append({"epoch": 0, **_evaluate_targets(rm, evaluate, score_pairs, eval_features, config)})
+    for epoch in tqdm(range(config.epochs), desc="reward model epochs", disable=not progress):
+        rm.model.train(not head_only)
+        losses = []
+        batches = _batches(train, config.batch_size, rng)
+        for step, rows in enumerate(batches):
+            index = torch.tensor(rows)
+            cached = (train_features[0][index], train_features[1][index]) if head_only else None
+            r1, r2 = score_pairs([train[i] for i in rows], cached)
+            loss = preference_loss(r1, r2, p_train[index].to(r1), margin=config.margin,
+                                   center_weight=config.center_weight)
+            (loss / config.grad_accum).backward()
+            losses.append(float(loss.detach()))
+            if (step + 1) % config.grad_accum == 0 or step == len(batches) - 1:
+                optimizer.step()
+                optimizer.zero_grad()
+        record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses))}
+        if evaluate:
+            record.update(_evaluate_targets(rm, evaluate, score_pairs, eval_features, config))
+        history.append(record)
+    rm.model.eval()
+    for parameter in rm.model.parameters():
+        parameter.requires_grad_(False)
+    rm.info.update(labels_source=labels_source, data_hash=data_hash(train), train_pairs=len(train),
+                   config=asdict(config), history=history)
+    return history
+
+
+def _evaluate_targets(rm, targets, score_pairs, cached, config) -> dict[str, float]:
+    rm.model.eval()
+    with torch.no_grad():
+        r1, r2 = score_pairs(targets, cached) if cached is not None else _scored_in_batches(targets, score_pairs, config)
+        p = torch.tensor([t.p for t in targets], dtype=torch.float32).to(r1)
+        loss = preference_loss(r1, r2, p, margin=config.margin, center_weight=config.center_weight)
+        decided = p != 0.5
+        accuracy = ((r1 > r2) == (p > 0.5))[decided].float().mean()
+    return {"eval_loss": float(loss), "eval_accuracy": float(accuracy)}
+
+
+def _scored_in_batches(targets, score_pairs, config):
+    parts = [score_pairs(targets[i:i + config.batch_size]) for i in range(0, len(targets), config.batch_size)]
+    return torch.cat([a for a, _ in parts]), torch.cat([b for _, b in parts])
+
+
+# ---------------------------------------------------------------- as a labeler
+
+def reward_model_labels(pairs: Sequence[PreferencePair], rm: RewardModel) -> pd.DataFrame:
+    """The reward model as a pairwise labeler: P(1 preferred) = sigmoid(r1 - r2), in rows the
+    report reads like ``label_pairs``'s (a pointwise score has no position bias: both orders equal)."""
+    from rlaif.labeler import _row
+    from rlaif.soft_labels import choice
+
+    r1 = rm.rewards([p.context for p in pairs], [p.response_1 for p in pairs])
+    r2 = rm.rewards([p.context for p in pairs], [p.response_2 for p in pairs])
+    p = 1 / (1 + np.exp(-(r1 - r2)))
+    fingerprint = rm.fingerprint()
+    run_info = {"model": fingerprint["model"], "template": f"reward-model/{fingerprint['labels_source']}",
+                "labels": ["1", "2"], "chat_template": False,
+                "run_id": hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]}
+    ai = choice(p)
+    return pd.DataFrame([_row(pair, run_info, p_first_order=float(p[i]), p_swapped_order=float(p[i]), p=float(p[i]),
+                              ai_choice=int(ai[i]), position_first_order=1 if p[i] >= 0.5 else 2,
+                              position_swapped_order=2 if p[i] >= 0.5 else 1, logprobs_first_order=None,
+                              logprobs_swapped_order=None, mass_first_order=1.0, mass_swapped_order=1.0,
+                              candidate_mass=1.0, reward_1=float(r1[i]), reward_2=float(r2[i]), flags=[],
+                              skipped_reason=None)
+                         for i, pair in enumerate(pairs)])
