@@ -1,0 +1,115 @@
+"""The reward-model experiments end to end on tiny configurations with the real SmolLM2, and the
+notebook that reads their outputs, executed top to bottom."""
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments"))
+HH = str(REPO.parent / "shared" / "data" / "hh-rlhf" / "harmless-base" / "dev.jsonl.gz")
+NOTEBOOK = REPO / "notebooks" / "rlaif_vs_rlhf.ipynb"
+
+
+@pytest.fixture(scope="module")
+def rm_results(tmp_path_factory):
+    import rlaif_vs_rlhf_rm
+
+    root = tmp_path_factory.mktemp("rm")
+    config = {"labeler": {"model": "smollm2-135m", "task": "harmless", "chat_template": True},
+              "data": {"format": "hh-rlhf", "path": HH, "limit": 12, "train_fraction": 0.5, "seed": 0},
+              "reward_model": {"backbone": "smollm2-135m", "trainable": "head", "epochs": 3, "batch_size": 4,
+                               "learning_rate": 0.003, "max_length": 256, "seed": 0},
+              "sources": ["human", "ai_soft", "ai_hard"], "save_models": False, "results": str(root / "results")}
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    table = rlaif_vs_rlhf_rm.main(["--config", str(root / "config.yaml")])
+    return root / "results", table
+
+
+@pytest.mark.model
+def test_rlaif_vs_rlhf_rm_table(rm_results):
+    results, table = rm_results
+    assert list(table["labeler"]) == ["AI labeler (smollm2-135m)", "RM_HF (human labels)", "RM_AI (AI soft labels)",
+                                      "RM_AI hard (AI argmax)"]
+    assert (table["heldout_pairs"] == 6).all()
+    assert ((table["ci_low"] <= table["heldout_accuracy"]) & (table["heldout_accuracy"] <= table["ci_high"])).all()
+    config = json.loads((results / "config.json").read_text())
+    assert not set(config["train_ids"]) & set(config["heldout_ids"]) and len(config["train_ids"]) == 6
+    history = pd.read_csv(results / "history.csv")
+    assert sorted(history.groupby("source")["epoch"].max()) == [3, 3, 3]
+    rewards = pd.read_csv(results / "heldout_rewards.csv")
+    assert list(rewards["id"]) == config["heldout_ids"]
+    # each RM's held-out accuracy is what its rewards say
+    for source, name in [("human", "RM_HF (human labels)"), ("ai_soft", "RM_AI (AI soft labels)")]:
+        picked = (rewards[f"{source}_reward_1"] > rewards[f"{source}_reward_2"]).map({True: 1, False: 2})
+        accuracy = (picked == rewards["human_choice"]).mean()
+        assert table.set_index("labeler").loc[name, "heldout_accuracy"] == pytest.approx(accuracy)
+    assert (results / "table.md").read_text().count("\n") == 6
+
+
+@pytest.fixture(scope="module")
+def bon_results(tmp_path_factory):
+    import best_of_n
+    from test_reward_model import tiny_rm
+
+    from rlaif.backends.prompt_tokens import load_tokenizer
+    from rlaif.reward_model import RewardTrainingConfig, train_reward_model, ranking_targets
+
+    root = tmp_path_factory.mktemp("bon")
+    tokenizer = load_tokenizer("smollm2-135m")
+    paths = {}
+    for name, seed in (("RM_AI", 0), ("RM_HF", 1)):
+        rm = tiny_rm(tokenizer, seed=seed)
+        train_reward_model(rm, ranking_targets("Q:", [" Sure.", " No."]), labels_source="test", progress=False,
+                           config=RewardTrainingConfig(epochs=1, max_length=64))
+        paths[name] = str(rm.save(root / name))
+    config = {"policy": {"model": "smollm2-135m"},
+              "judge": {"model": "smollm2-135m", "task": "harmless", "chat_template": True},
+              "data": {"format": "hh-rlhf", "path": HH, "skip": 900, "prompts": 3},
+              "samples": {"n": 3, "temperature": 0.9, "max_new_tokens": 8}, "reward_models": paths,
+              "direct_scorer": True, "seed": 0, "results": str(root / "results")}
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    return root / "results", best_of_n.main(["--config", str(root / "config.yaml")])
+
+
+@pytest.mark.model
+def test_best_of_n_picks_by_each_reward_and_judges_against_random(bon_results):
+    results, table = bon_results
+    assert list(table["selector"]) == ["RM_AI", "RM_HF", "direct (d-RLAIF)"]
+    assert ((table["wins"] + table["losses"] + table["ties"]) == 3).all()
+    records = [json.loads(line) for line in (results / "samples.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and all(len(r["samples"]) == 3 for r in records)
+    for record in records:
+        for name in ("RM_AI", "RM_HF", "direct (d-RLAIF)"):
+            scores = record["scores"][name]
+            assert record["picks"][name] == scores.index(max(scores))
+    judged = [json.loads(line) for line in (results / "judgements.jsonl").read_text().splitlines()]
+    differs = [r["samples"][r["picks"][name]] != r["samples"][r["picks"]["random"]]
+               for name in ("RM_AI", "RM_HF", "direct (d-RLAIF)") for r in records]
+    assert len(judged) == sum(differs)  # identical picks are ties, never sent to the judge
+    assert int(table["ties"].sum()) >= len(differs) - sum(differs)
+
+
+@pytest.mark.model
+def test_rlaif_vs_rlhf_notebook_runs_on_the_experiment_outputs(rm_results, bon_results):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    notebook = json.loads(NOTEBOOK.read_text())
+    namespace = {"__name__": "__main__"}
+    for cell in notebook["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        assert cell["outputs"] == [] and cell["execution_count"] is None
+        exec(compile("".join(cell["source"]), f"<{NOTEBOOK.name}>", "exec"), namespace)
+        if "parameters" in cell["metadata"].get("tags", []):
+            namespace["RESULTS"], namespace["BEST_OF_N"] = str(rm_results[0]), str(bon_results[0])
+    pd.testing.assert_frame_equal(namespace["table"], pd.read_csv(rm_results[0] / "table.csv"))
+    assert list(namespace["win_rates"]["selector"]) == list(bon_results[1]["selector"])
+    assert set(namespace["figures"]) == {"accuracy", "reward_gaps", "training", "win_rates"}
+    import matplotlib.pyplot as plt
+    plt.close("all")
