@@ -118,3 +118,8 @@ def test_works_inside_a_running_event_loop_as_in_jupyter(backend_for):
         backend = backend_for(server)
         got = asyncio.run(notebook_cell(backend))
     np.testing.assert_allclose(got, expected(backend, PROMPTS[:1], ["1", "2"]), atol=1e-12)
+
+
+def test_an_unknown_tokenizer_says_how_to_name_one():
+    with pytest.raises(ValueError, match="name the served model's tokenizer"):
+        OpenAICompatibleBackend("http://127.0.0.1:9", "my-served-model")

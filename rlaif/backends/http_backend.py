@@ -83,7 +83,12 @@ class OpenAICompatibleBackend:
         if tokenizer is None and method != "chat":
             tokenizer = model
         if isinstance(tokenizer, str):
-            tokenizer = load_tokenizer(tokenizer)
+            try:
+                tokenizer = load_tokenizer(tokenizer)
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"no tokenizer for {tokenizer!r} ({exc}); name the served model's tokenizer "
+                                 "(tokenizer=, --tokenizer: a catalogue name, folder or hub name), or use method "
+                                 "'chat', which needs none") from exc
         self.tokens = PromptTokens(tokenizer, model) if tokenizer is not None else None
         self._max_prompt_tokens = max_prompt_tokens
         #: Requests sent, and how many of them were retries.
