@@ -149,6 +149,8 @@ class RewardModel:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.max_length = int(self.info.get("config", {}).get("max_length", 512))
+        #: {text: backbone feature}, valid while the backbone is frozen: shared by head-only RMs on one backbone.
+        self.feature_cache: dict[str, torch.Tensor] | None = None
 
     @classmethod
     def from_backbone(cls, backbone: str, *, dtype: str = "float32", device: str = "cpu", seed: int = 0) -> "RewardModel":
@@ -220,8 +222,14 @@ class RewardModel:
     def rewards(self, contexts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """r(context, response) for each pair of the two sequences."""
         texts = [reward_text(c, r) for c, r in zip(contexts, responses)]
+        if self.feature_cache is None:
+            features = self.features(texts)
+        else:
+            todo = [t for t in dict.fromkeys(texts) if t not in self.feature_cache]
+            self.feature_cache.update(zip(todo, self.features(todo)))
+            features = torch.stack([self.feature_cache[t] for t in texts]) if texts else torch.empty(0)
         with torch.inference_mode():
-            return self.head(self.features(texts).to(self.head.weight)).squeeze(-1).double().cpu().numpy()
+            return self.head(features.to(self.head.weight)).squeeze(-1).double().cpu().numpy()
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs) -> list[float]:
         """TRL's reward-function convention (strings or chat messages), as DirectScorer."""
@@ -330,6 +338,7 @@ def train_reward_model(rm: RewardModel, train: Sequence[PreferenceTarget], *, co
     rm.model.eval()
     for parameter in rm.model.parameters():
         parameter.requires_grad_(False)
+    rm.feature_cache = features if head_only and features is not None else None  # a tuned backbone voids it
     rm.info.update(labels_source=labels_source, data_hash=data_hash(train), train_pairs=len(train),
                    config=asdict(config), history=history)
     return history

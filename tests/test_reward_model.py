@@ -119,11 +119,17 @@ def test_training_is_seeded(tokenizer):
 def test_save_load_round_trip_and_reward_function_convention(tokenizer, tmp_path):
     rm = tiny_rm(tokenizer)
     config = RewardTrainingConfig(trainable="head", epochs=2, batch_size=8, learning_rate=1e-2, max_length=64)
-    train_reward_model(rm, toy(16, 1), config=config, labels_source="ai_soft", progress=False)
+    train_reward_model(rm, toy(16, 1), config=config, labels_source="ai_soft", progress=False, features={})
+    assert rm.feature_cache  # rm's rewards below come from cached backbone features, the loaded one's fresh
     path = rm.save(tmp_path / "rm")
     loaded = RewardModel.load(path)
     contexts, responses = ["Question 1:", "Question 2:"], ["A helpful answer.", "A rude answer."]
     np.testing.assert_allclose(loaded.rewards(contexts, responses), rm.rewards(contexts, responses), atol=1e-6)
+    # the saved model is a plain transformers reward model: its own forward gives the same rewards
+    from rlaif.reward_model import reward_text
+    with torch.no_grad():
+        logits = loaded.model(**loaded._encode([reward_text(c, r) for c, r in zip(contexts, responses)])).logits
+    np.testing.assert_allclose(logits.squeeze(-1).numpy(), rm.rewards(contexts, responses), atol=1e-5)
     assert loaded.info["labels_source"] == "ai_soft" and loaded.info["train_pairs"] == 16
     assert loaded.info["data_hash"] == rm.info["data_hash"] and loaded.max_length == 64
     as_chat = [[{"role": "user", "content": "Question 1:"}]]
