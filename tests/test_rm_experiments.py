@@ -77,6 +77,24 @@ def bon_results(tmp_path_factory):
 
 
 @pytest.mark.model
+def test_reward_hacking_probe_scores_every_attack_with_every_reward(bon_results):
+    import reward_hacking_probe
+
+    root = bon_results[0].parent
+    config = {"labeler": {"model": "smollm2-135m", "task": "harmless", "chat_template": True},
+              "data": {"format": "hh-rlhf", "path": HH, "skip": 950, "prompts": 2}, "attacks": ["empty", "filler_5x"],
+              "reward_models": {"RM_AI": str(root / "RM_AI"), "RM_HF": str(root / "RM_HF")},
+              "direct_scorer": True, "pairwise_labeler": True, "results": str(root / "probe")}
+    (root / "probe.yaml").write_text(yaml.safe_dump(config))
+    table = reward_hacking_probe.main(["--config", str(root / "probe.yaml")])
+    assert sorted(set(table["reward"])) == ["RM_AI", "RM_HF", "direct (d-RLAIF)", "pairwise AI labeler (smollm2-135m)"]
+    assert (table.groupby("reward")["attack"].apply(list) == pd.Series([["empty", "filler_5x"]] * 4,
+            index=sorted(set(table["reward"])))).all()
+    assert (table["n"] == 2).all() and table["rate"].between(0, 1).all()
+    assert (root / "probe" / "probe.md").read_text().count("\n") == 4  # header, rule, two attacks
+
+
+@pytest.mark.model
 def test_best_of_n_picks_by_each_reward_and_judges_against_random(bon_results):
     results, table = bon_results
     assert list(table["selector"]) == ["RM_AI", "RM_HF", "direct (d-RLAIF)"]
