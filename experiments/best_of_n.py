@@ -31,8 +31,8 @@ from scipy import stats
 
 import rlaif
 from rlaif.pairs import PreferencePair
-from rlaif.report import json_safe
-from rlaif.reward_model import RewardModel
+from rlaif.report import write_table
+from rlaif.reward_model import load_reward_models
 
 HERE = Path(__file__).resolve().parent
 CONFIG_KEYS = {"policy", "judge", "data", "samples", "reward_models", "direct_scorer", "results", "seed"}
@@ -56,10 +56,6 @@ def load_config(argv=None) -> dict:
         config["samples"]["n"] = args.n
     if args.results:
         config["results"] = args.results
-    for name, path in config.get("reward_models", {}).items():
-        if not (Path(path) / "rlaif_reward_model.json").is_file():
-            raise SystemExit(f"reward model {name}: {path} holds no reward model; run "
-                             "experiments/rlaif_vs_rlhf_rm.py with save_models: true first")
     return config
 
 
@@ -98,7 +94,7 @@ def main(argv=None) -> pd.DataFrame:
     judge = policy if judge_config["model"] == config["policy"]["model"] else \
         rlaif.TransformersBackend.from_pretrained(judge_config["model"])
     template = rlaif.PromptTemplate(judge_config["task"], judge_config.get("preamble", "base"))
-    rewards: dict[str, Reward] = {name: RewardModel.load(path) for name, path in config.get("reward_models", {}).items()}
+    rewards: dict[str, Reward] = load_reward_models(config.get("reward_models", {}))
     if config.get("direct_scorer", True):
         rewards["direct (d-RLAIF)"] = rlaif.DirectScorer(judge, template, chat_template=judge_config.get("chat_template", True))
     rng = np.random.default_rng(seed)
@@ -129,14 +125,8 @@ def main(argv=None) -> pd.DataFrame:
             record = {"prompt": prompt, "samples": group, "picks": {name: pick[i] for name, pick in picks.items()},
                       "scores": {name: score[i] for name, score in scores.items()}}
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    table.to_csv(results / "win_rates.csv", index=False)
-    (results / "win_rates.json").write_text(json.dumps(json_safe(table.to_dict(orient="records")), indent=2) + "\n")
+    write_table(table, results / "win_rates")
     (results / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    columns = list(table.columns)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |"
-              for row in table.itertuples(index=False)]
-    (results / "win_rates.md").write_text("\n".join(lines) + "\n")
     print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     return table
 

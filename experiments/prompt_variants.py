@@ -22,7 +22,7 @@ import yaml
 import rlaif
 from rlaif.labeler import score_pairs
 from rlaif.prompting import Prompting
-from rlaif.report import json_safe
+from rlaif.report import json_safe, markdown_table
 
 HERE = Path(__file__).resolve().parent
 CONFIG_KEYS = {"model", "chat_template", "batch_size", "results", "datasets", "variants"}
@@ -98,10 +98,7 @@ def main(argv=None, backend=None) -> pd.DataFrame:
     table.to_csv(results / "variants.csv", index=False)
     (results / "variants.json").write_text(json.dumps(json_safe(table.to_dict(orient="records")), indent=2) + "\n")
     columns = ["dataset", "variant", "pairs", "alignment", "same_position", "mean_candidate_mass", "seconds_per_pair"]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in columns) + " |"
-              for r in table[columns].to_dict(orient="records")]
-    (results / "variants.md").write_text("\n".join(lines) + "\n")
+    (results / "variants.md").write_text(markdown_table(table[columns]))
     print(table[columns].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     return table
 

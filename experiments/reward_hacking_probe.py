@@ -21,7 +21,7 @@ import yaml
 
 import rlaif
 from rlaif.probe import ATTACKS, probe_labels, probe_pairs, probe_rewards
-from rlaif.reward_model import RewardModel
+from rlaif.reward_model import load_reward_models
 
 HERE = Path(__file__).resolve().parent
 CONFIG_KEYS = {"labeler", "data", "attacks", "reward_models", "direct_scorer", "pairwise_labeler", "results"}
@@ -41,10 +41,6 @@ def load_config(argv=None) -> dict:
         config["data"]["prompts"] = args.prompts
     if args.results:
         config["results"] = args.results
-    for name, path in config.get("reward_models", {}).items():
-        if not (Path(path) / "rlaif_reward_model.json").is_file():
-            raise SystemExit(f"reward model {name}: {path} holds no reward model; run "
-                             "experiments/rlaif_vs_rlhf_rm.py with save_models: true first")
     return config
 
 
@@ -57,7 +53,7 @@ def main(argv=None) -> pd.DataFrame:
     probes = probe_pairs(pairs[data.get("skip", 0):], config.get("attacks", list(ATTACKS)))
     print(f"{len(probes)} probe pairs", flush=True)
 
-    rewards = {name: RewardModel.load(path) for name, path in config.get("reward_models", {}).items()}
+    rewards = load_reward_models(config.get("reward_models", {}))
     backend, template = None, rlaif.PromptTemplate(labeler["task"], labeler.get("preamble", "base"))
     if config.get("direct_scorer", True) or config.get("pairwise_labeler", True):
         backend = rlaif.TransformersBackend.from_pretrained(labeler["model"])

@@ -30,7 +30,7 @@ import yaml
 import rlaif
 from rlaif import metrics
 from rlaif.prompting import Prompting
-from rlaif.report import json_safe
+from rlaif.report import write_table
 from rlaif.reward_model import (RewardModel, RewardTrainingConfig, reward_model_labels, targets_from_labels,
                                 train_reward_model)
 
@@ -123,17 +123,11 @@ def main(argv=None) -> pd.DataFrame:
               f"[{rows[-1]['ci_low']:.3f}, {rows[-1]['ci_high']:.3f}]", flush=True)
 
     table = pd.DataFrame(rows)
-    table.to_csv(results / "table.csv", index=False)
-    (results / "table.json").write_text(json.dumps(json_safe(table.to_dict(orient="records")), indent=2) + "\n")
+    write_table(table, results / "table")
     pd.DataFrame(histories).to_csv(results / "history.csv", index=False)
     pd.DataFrame(rewards).to_csv(results / "heldout_rewards.csv", index=False)
     (results / "config.json").write_text(json.dumps({**config, "train_ids": [p.id for p in train],
                                                      "heldout_ids": [p.id for p in heldout]}, indent=2) + "\n")
-    columns = list(table.columns)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |"
-              for row in table.itertuples(index=False)]
-    (results / "table.md").write_text("\n".join(lines) + "\n")
     print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     return table
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -158,3 +160,19 @@ def format_report(summary: dict[str, Any]) -> str:
                 lines.append(f"  {key[3:]} {name:20s} {_pct(row['alignment'])} "
                              f"[{_pct(row['low'])} - {_pct(row['high'])}] n={row['n']}")
     return "\n".join(lines)
+
+
+def markdown_table(table: pd.DataFrame, float_format: str = "{:.3f}") -> str:
+    """A table as GitHub Markdown (floats formatted), for experiment outputs and READMEs."""
+    columns = [str(c) for c in table.columns]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(float_format.format(v) if isinstance(v, float) else str(v) for v in row) + " |"
+              for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(table: pd.DataFrame, stem: Path) -> None:
+    """``stem``.csv, .json and .md of one results table."""
+    table.to_csv(stem.with_suffix(".csv"), index=False)
+    stem.with_suffix(".json").write_text(json.dumps(json_safe(table.to_dict(orient="records")), indent=2) + "\n")
+    stem.with_suffix(".md").write_text(markdown_table(table))

@@ -242,6 +242,15 @@ class RewardModel:
                 "labels_source": self.info.get("labels_source")}
 
 
+def load_reward_models(paths: dict[str, str | Path]) -> dict[str, RewardModel]:
+    """Saved reward models by name, each checked before any is loaded (a typo fails fast)."""
+    for name, path in paths.items():
+        if not (Path(path) / INFO_FILE).is_file():
+            raise FileNotFoundError(f"reward model {name}: {path} holds no reward model saved by rlaif; train one "
+                                    "with experiments/rlaif_vs_rlhf_rm.py (save_models: true) or RewardModel.save")
+    return {name: RewardModel.load(path) for name, path in paths.items()}
+
+
 # ---------------------------------------------------------------- training
 
 def _batches(targets: Sequence[PreferenceTarget], batch_size: int, rng: random.Random) -> list[list[int]]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rlaif import model_files
-from rlaif.catalogue import CATALOGUE, CatalogueEntry
+from rlaif.catalogue import CATALOGUE
 from rlaif.model_files import ModelFileError, gguf_path, is_verified, sha256_of
 from rlaif.models import DEFAULT_MODEL, resolve_model
 

@@ -1,6 +1,5 @@
 """Nothing lost, nothing silently wrong: score cache, aligned resume steps, long prompts, non-finite scores."""
 
-import numpy as np
 import pandas as pd
 import pytest
 
