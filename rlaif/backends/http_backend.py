@@ -143,7 +143,14 @@ class OpenAICompatibleBackend:
                 async with gate:
                     return await self._post(client, path, body)
 
-            return list(await asyncio.gather(*(one(body) for body in bodies)))
+            tasks = [asyncio.ensure_future(one(body)) for body in bodies]
+            try:
+                return list(await asyncio.gather(*tasks))
+            except BaseException:  # one request failed for good: stop the others before the client closes
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
 
     def post_all(self, path: str, bodies: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """Answers to ``bodies``, in order, at most ``max_concurrency`` in flight."""
