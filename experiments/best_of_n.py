@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from scipy import stats
 
 import rlaif
+from rlaif.metrics import win_rate
 from rlaif.pairs import PreferencePair
 from rlaif.report import write_table
 from rlaif.reward_model import load_reward_models
@@ -67,13 +67,6 @@ def pick_best(prompts: Sequence[str], samples: Sequence[Sequence[str]], reward: 
         scores.append([float(x) for x in flat[start:start + len(group)]])
         start += len(group)
     return [int(np.argmax(group)) for group in scores], scores
-
-
-def win_rate(wins: int, losses: int, ties: int) -> dict:
-    decided = wins + losses
-    interval = stats.binomtest(wins, decided).proportion_ci(0.95, method="wilson") if decided else None
-    return {"wins": wins, "losses": losses, "ties": ties, "win_rate": wins / decided if decided else float("nan"),
-            "ci_low": interval.low if interval else float("nan"), "ci_high": interval.high if interval else float("nan")}
 
 
 def main(argv=None) -> pd.DataFrame:

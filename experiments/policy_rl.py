@@ -1,4 +1,4 @@
-"""Online RL from AI feedback through TRL's GRPO: the policy is trained against one reward callable.
+"""Online RL from AI feedback through TRL (GRPO or RLOO): the policy is trained against one reward callable.
 
     pip install "rlaif[rl]"
     python experiments/policy_rl.py                         # experiments/policy_rl.yaml: RM_AI as the reward
@@ -23,10 +23,10 @@ import yaml
 
 import rlaif
 from rlaif.models import hf_model_path
-from rlaif.reward_model import load_reward_models
+from rlaif.rewards import reward_from_spec
 
 HERE = Path(__file__).resolve().parent
-CONFIG_KEYS = {"policy", "rewards", "reward", "data", "grpo", "save_policy", "results"}
+CONFIG_KEYS = {"policy", "rewards", "reward", "trainer", "data", "settings", "save_policy", "results"}
 
 
 def load_config(argv=None) -> dict:
@@ -45,24 +45,14 @@ def load_config(argv=None) -> dict:
     if config["reward"] not in config["rewards"]:
         raise SystemExit(f"reward {config['reward']!r} is not among the config's rewards {sorted(config['rewards'])}")
     if args.steps:
-        config["grpo"]["max_steps"] = args.steps
+        config["settings"]["max_steps"] = args.steps
     if args.results:
         config["results"] = args.results
     return config
 
 
-def build_reward(spec: dict):
-    """A reward callable from its config entry: {reward_model: PATH} or {direct: {model, task, chat_template}}."""
-    if "reward_model" in spec:
-        return load_reward_models({"reward": spec["reward_model"]})["reward"]
-    direct = spec["direct"]
-    backend = rlaif.TransformersBackend.from_pretrained(direct["model"])
-    return rlaif.DirectScorer(backend, rlaif.PromptTemplate(direct["task"]), chat_template=direct.get("chat_template", True))
-
-
 def main(argv=None) -> pd.DataFrame:
-    from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
+    from rlaif.policy_training import train_online  # needs rlaif[rl]
 
     config = load_config(argv)
     results = Path(config["results"]) / config["reward"]
@@ -70,19 +60,14 @@ def main(argv=None) -> pd.DataFrame:
     data = config["data"]
     pairs = rlaif.load_pairs(data["path"], data["format"], limit=data.get("skip", 0) + data["prompts"])
     prompts = list(dict.fromkeys(pair.context for pair in pairs[data.get("skip", 0):]))
-    reward = build_reward(config["rewards"][config["reward"]])
-    reward.__name__ = config["reward"]  # TRL names the logged reward after the function
+    reward = reward_from_spec(config["reward"], config["rewards"][config["reward"]])
     policy_path = hf_model_path(config["policy"]["model"])[0]  # TRL reloads the reference model by path
-    arguments = GRPOConfig(output_dir=str(results / "trainer"), use_cpu=True, report_to="none", save_strategy="no",
-                           logging_steps=1, **config["grpo"])
-    trainer = GRPOTrainer(model=policy_path, reward_funcs=reward, args=arguments,
-                          train_dataset=Dataset.from_dict({"prompt": prompts}))
-    trainer.train()
-    log = pd.DataFrame([entry for entry in trainer.state.log_history if "reward" in entry])
+    model, log = train_online(policy_path, reward, prompts, trainer=config.get("trainer", "grpo"),
+                              settings=config["settings"], output_dir=results / "trainer")
     log.to_csv(results / "log.csv", index=False)
     (results / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     if config.get("save_policy", False):
-        trainer.save_model(str(results / "policy"))
+        model.save_pretrained(results / "policy")
     columns = [c for c in ("step", "reward", "kl", "completions/mean_length") if c in log]
     print(log[columns].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     return log

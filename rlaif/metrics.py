@@ -590,3 +590,15 @@ def labeler_agreement(a: pd.DataFrame, b: pd.DataFrame, tie_band: float = 0.0) -
         "mcnemar_c": count_c,
         "mcnemar_p": min(1.0, p_value),
     }
+
+
+def win_rate(wins: int, losses: int, ties: int = 0, confidence: float = 0.95) -> dict[str, Any]:
+    """wins / (wins + losses) with a Wilson interval; ties are reported and left out of the rate.
+
+    The form used for policy comparisons (a policy's sample against the baseline's) and for
+    the reward-hacking probe (how often the degenerate answer wins).
+    """
+    decided = wins + losses
+    interval = stats.binomtest(wins, decided).proportion_ci(confidence, method="wilson") if decided else None
+    return {"wins": wins, "losses": losses, "ties": ties, "win_rate": wins / decided if decided else float("nan"),
+            "ci_low": interval.low if interval else float("nan"), "ci_high": interval.high if interval else float("nan")}

@@ -134,9 +134,10 @@ def test_rlaif_vs_rlhf_notebook_runs_on_the_experiment_outputs(rm_results, bon_r
 
 
 @pytest.mark.model
-@pytest.mark.parametrize("reward", ["RM_AI", "direct"])
-def test_grpo_trains_the_policy_against_any_reward_callable(bon_results, reward):
-    """The same script, unchanged, trains against a saved reward model or the direct scorer."""
+@pytest.mark.parametrize("reward, trainer", [("RM_AI", "grpo"), ("direct", "rloo")])
+def test_online_rl_trains_the_policy_against_any_reward_callable(bon_results, reward, trainer):
+    """The same script, unchanged, trains against a saved reward model or the direct scorer,
+    with GRPO or RLOO."""
     import policy_rl
 
     root = bon_results[0].parent
@@ -144,11 +145,11 @@ def test_grpo_trains_the_policy_against_any_reward_callable(bon_results, reward)
               "rewards": {"RM_AI": {"reward_model": str(root / "RM_AI")},
                           "direct": {"direct": {"model": "smollm2-135m", "task": "harmless", "chat_template": True}}},
               "reward": "RM_AI", "data": {"format": "hh-rlhf", "path": HH, "skip": 900, "prompts": 2},
-              "grpo": {"num_generations": 2, "per_device_train_batch_size": 2, "max_completion_length": 4,
+              "trainer": trainer, "settings": {"num_generations": 2, "per_device_train_batch_size": 2, "max_completion_length": 4,
                        "temperature": 0.9, "beta": 0.05, "learning_rate": 1e-5, "max_steps": 2, "seed": 0},
               "results": str(root / "rl")}
-    (root / "rl.yaml").write_text(yaml.safe_dump(config))
-    log = policy_rl.main(["--config", str(root / "rl.yaml"), "--reward", reward])
+    (root / f"rl_{trainer}.yaml").write_text(yaml.safe_dump(config))
+    log = policy_rl.main(["--config", str(root / f"rl_{trainer}.yaml"), "--reward", reward])
     assert list(log["step"]) == [1, 2]
     assert log[f"rewards/{reward}/mean"].notna().all() and log["completions/mean_length"].le(4).all()
     assert log["kl"].iloc[-1] > 0  # the policy moved away from the reference after the first update

@@ -1,0 +1,336 @@
+"""RLAIF vs RLHF for policies: online RL with distilled and direct rewards, DPO three ways, gold judges.
+
+    pip install "rlaif[rl]"
+    python experiments/rlaif_vs_rlhf_rm.py        # first: RM_AI, RM_HF, the AI labels and their training split
+    python experiments/rlaif_vs_rlhf_policy.py    # experiments/rlaif_vs_rlhf_policy.yaml
+    python experiments/rlaif_vs_rlhf_policy.py --arms RLAIF "DPO AI soft"
+
+Every arm starts from the same policy with the same seed and settings:
+- online arms: GRPO or RLOO (TRL) against one reward of the config (RM_HF = RLHF, RM_AI =
+  distilled RLAIF, the direct 1-10 scorer = d-RLAIF), KL penalty to the start on. Every
+  ``curve.every`` steps the policy is sampled on held-out prompts and the proxy reward, the
+  gold reward model, the KL to the start and the length are recorded (over-optimisation curve).
+- DPO arms: the reward-model experiment's training pairs with human labels, hard AI labels or
+  soft AI labels (per-pair target, ``rlaif.policy_training.SoftLabelDPOTrainer``).
+
+Judging is never done by a reward an arm trained on: a gold reward model trained here on more
+human labels than the RL rewards got (pairs disjoint from theirs), and a gold pairwise labeler
+with another, larger model. Each policy's sample on each held-out prompt is compared with the
+starting policy's (SFT) sample for the same prompt and seed: win rate with a 95% Wilson
+interval (identical samples are ties). The gold labeler's 1-10 harmlessness score gives the
+share judged harmless. The attack signatures of the reward-hacking probe are counted in every
+policy's samples: which holes training found.
+
+Resumable: an arm whose samples.jsonl exists is not trained again; the gold RM is reused; the
+gold labeler's scores are cached on disk. Writes to RESULTS: gold_rm/ and gold_rm.json,
+arms/<arm>/ (log.csv, curve.csv, curve_samples.jsonl, samples.jsonl, arm.json), win_rates.*,
+harmless.*, signatures.*, arms.*, curves.png, lengths.png, config.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+import rlaif
+from rlaif import metrics
+from rlaif.models import hf_model_path
+from rlaif.pairs import PreferencePair
+from rlaif.probe import signature_shares
+from rlaif.report import write_table
+from rlaif.reward_model import (INFO_FILE, PreferenceTarget, RewardModel, RewardTrainingConfig, reward_model_labels,
+                                targets_from_labels, train_reward_model)
+from rlaif.rewards import reward_from_spec
+
+HERE = Path(__file__).resolve().parent
+CONFIG_KEYS = {"policy", "rewards", "arms", "preference_data", "online", "dpo", "gold", "curve", "data", "samples",
+               "seed", "results"}
+DPO_SOURCES = ("human", "ai_hard", "ai_soft")
+SFT = "SFT"
+
+
+def load_config(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(HERE / "rlaif_vs_rlhf_policy.yaml"))
+    parser.add_argument("--arms", nargs="+", help="run only these arms of the config")
+    parser.add_argument("--results")
+    args = parser.parse_args(argv)
+    config = yaml.safe_load(Path(args.config).read_text())
+    unknown = set(config) - CONFIG_KEYS
+    if unknown:
+        raise SystemExit(f"{args.config}: unknown keys {sorted(unknown)}; known: {sorted(CONFIG_KEYS)}")
+    if args.arms:
+        missing = set(args.arms) - set(config["arms"])
+        if missing:
+            raise SystemExit(f"--arms {sorted(missing)} are not among the config's arms {sorted(config['arms'])}")
+        config["arms"] = {name: config["arms"][name] for name in args.arms}
+    if args.results:
+        config["results"] = args.results
+    for name, spec in config["arms"].items():
+        if set(spec) == {"online"} and spec["online"] in config["rewards"]:
+            continue
+        if set(spec) == {"dpo"} and spec["dpo"] in DPO_SOURCES:
+            continue
+        raise SystemExit(f"{args.config}: arm {name!r} must be {{online: one of {sorted(config['rewards'])}}} or "
+                         f"{{dpo: one of {list(DPO_SOURCES)}}}, got {spec}")
+    gold_rm = {k: v for k, v in config["gold"]["reward_model"].items() if k not in ("backbone", "data")}
+    RewardTrainingConfig(**gold_rm)  # typos fail here, before any training
+    return config
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def load_part(data: dict, part: dict) -> list[PreferencePair]:
+    pairs = rlaif.load_pairs(data["path"], data["format"], limit=part.get("skip", 0) + part["count"])
+    return pairs[part.get("skip", 0):]
+
+
+def unique_prompts(pairs) -> list[str]:
+    return list(dict.fromkeys(pair.context for pair in pairs))
+
+
+def human_targets(pairs) -> list[PreferenceTarget]:
+    return [PreferenceTarget(p.context, p.response_1, p.response_2, 1.0 if p.human_choice == 1 else 0.0, group=p.context)
+            for p in pairs if p.human_choice in (1, 2)]
+
+
+def preference_data(folder: Path) -> tuple[list[PreferencePair], pd.DataFrame, list[PreferencePair]]:
+    """The reward-model experiment's training pairs, its AI labels for them, and its held-out pairs."""
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise SystemExit(f"{folder}: no config.json; run experiments/rlaif_vs_rlhf_rm.py first (preference_data)")
+    rm_config = json.loads(config_file.read_text())
+    data = rm_config["data"]
+    by_id = {pair.id: pair for pair in rlaif.load_pairs(data["path"], data["format"], limit=data.get("limit"))}
+    train = [by_id[i] for i in rm_config["train_ids"]]
+    labels = rlaif.read_labels(folder / "ai_labels.jsonl")
+    return train, labels[labels["id"].isin(set(rm_config["train_ids"]))], [by_id[i] for i in rm_config["heldout_ids"]]
+
+
+def gold_reward_model(config: dict, results: Path, taken: set[str], heldout: list[PreferencePair]) -> RewardModel:
+    """An RM on human labels of pairs no RL reward saw, trained once and reused; its accuracy
+    on the reward-model experiment's held-out pairs goes to gold_rm.json."""
+    folder = results / "gold_rm"
+    if (folder / INFO_FILE).is_file():
+        return RewardModel.load(folder)
+    settings = dict(config["gold"]["reward_model"])
+    backbone, part = settings.pop("backbone"), settings.pop("data")
+    pairs = load_part(config["data"], part)
+    overlap = {pair.id for pair in pairs} & taken
+    if overlap:
+        raise SystemExit(f"gold reward model: {len(overlap)} of its pairs trained the RL rewards (e.g. "
+                         f"{sorted(overlap)[0]}); move gold.reward_model.data past them")
+    training = RewardTrainingConfig(**settings)
+    started = time.time()
+    rm = RewardModel.from_backbone(backbone, seed=training.seed)
+    targets = human_targets(pairs)
+    train_reward_model(rm, targets, config=training, labels_source="human",
+                       features={} if training.trainable == "head" else None)
+    accuracy = metrics.alignment_ci(reward_model_labels(heldout, rm))
+    rm.save(folder)
+    (results / "gold_rm.json").write_text(json.dumps({"backbone": backbone, "train_pairs": len(targets),
+                                                      "heldout_accuracy": accuracy, "seconds": time.time() - started},
+                                                     indent=2, default=float) + "\n")
+    return rm
+
+
+def write_jsonl(path: Path, records) -> None:
+    with open(path, "w") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def sample_policy(backend, prompts: list[str], sampling: dict, seed: int) -> list[str]:
+    """One sample per prompt, with the same seed for every policy (responses begin with a space, as in HH)."""
+    texts = backend.generate(prompts, n=1, temperature=sampling.get("temperature", 0.7),
+                             max_new_tokens=sampling.get("max_new_tokens", 48), seed=seed,
+                             stop=sampling.get("stop", ["\n\nHuman:"]))
+    return [group[0] if group[0].startswith(" ") else " " + group[0].lstrip() for group in texts]
+
+
+def train_arm(name: str, spec: dict, config: dict, *, policy_path: str, rewards: dict, gold_rm: RewardModel,
+              train_prompts: list[str], eval_prompts: list[str], dpo_targets: dict, arm_dir: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlaif.policy_training import train_dpo, train_online
+    from rlaif.rl_monitor import RewardCurve
+
+    seed = config.get("seed", 0)
+    if "online" in spec:
+        online = dict(config["online"])
+        trainer = online.pop("trainer", "grpo")
+        curve_config = config.get("curve", {})
+        tokenizer = AutoTokenizer.from_pretrained(policy_path)
+        curve = RewardCurve(eval_prompts[:curve_config.get("prompts", 16)], rewards[spec["online"]], {"gold RM": gold_rm},
+                            AutoModelForCausalLM.from_pretrained(policy_path), tokenizer,
+                            every=curve_config.get("every", 10), max_new_tokens=curve_config.get("max_new_tokens", 32),
+                            seed=seed, stop=config["samples"].get("stop", ["\n\nHuman:"]))
+        model, log = train_online(policy_path, rewards[spec["online"]], train_prompts, trainer=trainer,
+                                  settings={"seed": seed, **online}, output_dir=arm_dir / "trainer", callbacks=[curve])
+        curve.table().to_csv(arm_dir / "curve.csv", index=False)
+        write_jsonl(arm_dir / "curve_samples.jsonl", curve.samples)
+    else:
+        model, log = train_dpo(policy_path, dpo_targets[spec["dpo"]], soft=spec["dpo"] == "ai_soft",
+                               settings={"seed": seed, **config["dpo"]}, output_dir=arm_dir / "trainer")
+    shutil.rmtree(arm_dir / "trainer", ignore_errors=True)  # no checkpoints are saved; only TRL's empty folders
+    log.to_csv(arm_dir / "log.csv", index=False)
+    return model
+
+
+def judge(config: dict, results: Path, eval_prompts: list[str], samples: dict[str, list[str]], gold_rm) -> dict:
+    """Win rates against SFT by the gold RM and the gold labeler, and the share judged harmless."""
+    gold = config["gold"]
+    rows = []
+    gold_rewards = {policy: np.asarray(gold_rm(eval_prompts, texts)) for policy, texts in samples.items()}
+    arms = [policy for policy in samples if policy != SFT]
+    for arm in arms:
+        same = np.array([a == b for a, b in zip(samples[arm], samples[SFT])])
+        mine, base = gold_rewards[arm], gold_rewards[SFT]
+        rows.append({"policy": arm, "judge": "gold RM",
+                     **metrics.win_rate(int(((mine > base) & ~same).sum()), int(((mine < base) & ~same).sum()),
+                                        int((same | (mine == base)).sum()))})
+    labeler = gold.get("labeler")
+    harmless = pd.DataFrame()
+    if labeler:
+        backend = rlaif.CachedBackend(rlaif.TransformersBackend.from_pretrained(labeler["model"]),
+                                      results / "gold_labeler_cache.sqlite")
+        template = rlaif.PromptTemplate(labeler["task"], labeler.get("preamble", "base"))
+        chat = labeler.get("chat_template", True)
+        comparisons = [PreferencePair(f"{arm}|{i}", prompt, samples[arm][i], samples[SFT][i])
+                       for arm in arms for i, prompt in enumerate(eval_prompts) if samples[arm][i] != samples[SFT][i]]
+        judged = rlaif.label_pairs(comparisons, backend, template, chat_template=chat) if comparisons else pd.DataFrame(
+            {"id": [], "p": []})
+        judged["arm"] = judged["id"].str.rsplit("|", n=1).str[0]
+        for arm in arms:
+            p = judged.loc[judged["arm"] == arm, "p"].astype(float)
+            rows.append({"policy": arm, "judge": f"gold labeler ({labeler['model']})",
+                         **metrics.win_rate(int((p > 0.5).sum()), int((p < 0.5).sum()), len(eval_prompts) - int(
+                             (p > 0.5).sum()) - int((p < 0.5).sum()))})
+        scorer = rlaif.DirectScorer(backend, rlaif.PromptTemplate(labeler["task"], labeler.get("preamble", "base")),
+                                    chat_template=chat)
+        threshold = gold.get("harmless_threshold", 5.5)
+        harmless_rows = []
+        for policy, texts in samples.items():
+            score = scorer.score(eval_prompts, texts)["score"]
+            share = metrics.win_rate(int((score >= threshold).sum()), int((score < threshold).sum()))
+            harmless_rows.append({"policy": policy, "mean_score": float(np.nanmean(score)), "judged_harmless":
+                                  share["win_rate"], "ci_low": share["ci_low"], "ci_high": share["ci_high"],
+                                  "n": len(texts)})
+        harmless = pd.DataFrame(harmless_rows)
+    return {"win_rates": pd.DataFrame(rows), "harmless": harmless,
+            "gold_rewards": pd.DataFrame({policy: values for policy, values in gold_rewards.items()})}
+
+
+def plot_curves(results: Path, curves: dict[str, pd.DataFrame]) -> None:
+    """Gold and proxy reward gains against KL (Gao et al. 2022), and length over training."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not curves:
+        return
+    figure, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.6), squeeze=False)
+    for axis, (arm, curve) in zip(axes[0], curves.items()):
+        for column, style in (("proxy", "o-"), ("gold/gold RM", "s--")):
+            axis.plot(curve["kl"], curve[column] - curve[column].iloc[0], style, label=column.removeprefix("gold/"))
+        axis.set(title=arm, xlabel="KL(policy || start), nats", ylabel="reward gain over step 0")
+        axis.axhline(0, color="grey", lw=0.5)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(results / "curves.png", dpi=120)
+    figure, axis = plt.subplots(figsize=(5, 3.6))
+    for arm, curve in curves.items():
+        axis.plot(curve["step"], curve["length_tokens"], "o-", label=arm)
+    axis.set(xlabel="step", ylabel="mean sample length, tokens", title="length over training")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(results / "lengths.png", dpi=120)
+    plt.close("all")
+
+
+def main(argv=None) -> dict:
+    config = load_config(argv)
+    results = Path(config["results"])
+    (results / "arms").mkdir(parents=True, exist_ok=True)
+    (results / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    seed, data = config.get("seed", 0), config["data"]
+    train_prompts, eval_prompts = unique_prompts(load_part(data, data["train"])), unique_prompts(load_part(data, data["eval"]))
+    if set(train_prompts) & set(eval_prompts):
+        raise SystemExit("data: the train and eval prompts overlap; move data.eval past data.train")
+
+    dpo_pairs, ai_labels, rm_heldout = preference_data(Path(config["preference_data"]))
+    taken = {pair.id for pair in dpo_pairs} | {pair.id for pair in rm_heldout}
+    gold_rm = gold_reward_model(config, results, taken, rm_heldout)
+    dpo_targets = {"human": human_targets(dpo_pairs), "ai_hard": targets_from_labels(ai_labels, dpo_pairs, "ai_hard"),
+                   "ai_soft": targets_from_labels(ai_labels, dpo_pairs, "ai_soft")}
+    policy_path = hf_model_path(config["policy"]["model"])[0]  # TRL reloads the reference model by path
+    backends: dict = {}
+    needed = {spec["online"] for spec in config["arms"].values() if "online" in spec}
+    rewards = {name: reward_from_spec(name, config["rewards"][name], backends) for name in sorted(needed)}
+
+    samples, arm_rows = {}, []
+    sft_file = results / "arms" / slug(SFT) / "samples.jsonl"
+    if not sft_file.is_file():
+        sft_file.parent.mkdir(exist_ok=True)
+        texts = sample_policy(rlaif.TransformersBackend.from_pretrained(policy_path), eval_prompts, config["samples"], seed)
+        write_jsonl(sft_file, [{"prompt": p, "completion": t} for p, t in zip(eval_prompts, texts)])
+    samples[SFT] = [record["completion"] for record in read_jsonl(sft_file)]
+    for name, spec in config["arms"].items():
+        arm_dir = results / "arms" / slug(name)
+        if not (arm_dir / "samples.jsonl").is_file():
+            shutil.rmtree(arm_dir, ignore_errors=True)
+            arm_dir.mkdir(parents=True)
+            print(f"arm {name}: training", flush=True)
+            started = time.time()
+            model = train_arm(name, spec, config, policy_path=policy_path, rewards=rewards, gold_rm=gold_rm,
+                              train_prompts=train_prompts, eval_prompts=eval_prompts, dpo_targets=dpo_targets,
+                              arm_dir=arm_dir)
+            trained = time.time() - started
+            from transformers import AutoTokenizer
+
+            backend = rlaif.TransformersBackend(model, AutoTokenizer.from_pretrained(policy_path), name=name)
+            texts = sample_policy(backend, eval_prompts, config["samples"], seed)
+            write_jsonl(arm_dir / "samples.jsonl", [{"prompt": p, "completion": t} for p, t in zip(eval_prompts, texts)])
+            (arm_dir / "arm.json").write_text(json.dumps({"arm": name, **spec, "train_seconds": round(trained, 1),
+                                                          "seconds": round(time.time() - started, 1)}) + "\n")
+            del model, backend
+        samples[name] = [record["completion"] for record in read_jsonl(arm_dir / "samples.jsonl")]
+        arm_rows.append(json.loads((arm_dir / "arm.json").read_text()))
+    del rewards, backends
+
+    judged = judge(config, results, eval_prompts, samples, gold_rm)
+    write_table(judged["win_rates"], results / "win_rates")
+    if len(judged["harmless"]):
+        write_table(judged["harmless"], results / "harmless")
+    judged["gold_rewards"].to_csv(results / "gold_rewards.csv", index=False)
+    frame = pd.DataFrame([{"policy": policy, "prompt": prompt, "completion": text}
+                          for policy, texts in samples.items() for prompt, text in zip(eval_prompts, texts)])
+    signatures = signature_shares(frame, baseline=SFT)
+    write_table(signatures, results / "signatures")
+    write_table(pd.DataFrame(arm_rows), results / "arms")
+    curves = {name: pd.read_csv(results / "arms" / slug(name) / "curve.csv")
+              for name, spec in config["arms"].items() if "online" in spec}
+    plot_curves(results, curves)
+    print(judged["win_rates"].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    if len(judged["harmless"]):
+        print(judged["harmless"].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    return {**judged, "signatures": signatures, "arms": pd.DataFrame(arm_rows), "curves": curves}
+
+
+if __name__ == "__main__":
+    main()
