@@ -21,8 +21,8 @@ interval (identical samples are ties). The gold labeler's 1-10 harmlessness scor
 share judged harmless. The attack signatures of the reward-hacking probe are counted in every
 policy's samples: which holes training found.
 
-Resumable: an arm whose samples.jsonl exists is not trained again; the gold RM is reused; the
-gold labeler's scores are cached on disk. Writes to RESULTS: gold_rm/ and gold_rm.json,
+Resumable: an arm (or the gold RM) already done with the same settings is not trained again;
+one whose settings changed is; the gold labeler's scores are cached on disk. Writes to RESULTS: gold_rm/ and gold_rm.json,
 arms/<arm>/ (log.csv, curve.csv, curve_samples.jsonl, samples.jsonl, arm.json), win_rates.*,
 harmless.*, signatures.*, arms.*, curves.png, lengths.png, config.json.
 """
@@ -86,6 +86,16 @@ def load_config(argv=None) -> dict:
     return config
 
 
+def settings_key(*settings) -> str:
+    """What a stored result was made with: a rerun redoes it when this changes."""
+    return json.dumps(settings, sort_keys=True, default=sorted)
+
+
+def finished(folder: Path, key: str) -> bool:
+    info = folder / "arm.json"
+    return (folder / "samples.jsonl").is_file() and info.is_file() and json.loads(info.read_text()).get("key") == key
+
+
 def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
@@ -120,8 +130,8 @@ def preference_data(folder: Path) -> tuple[list[PreferencePair], pd.DataFrame, l
 def gold_reward_model(config: dict, results: Path, taken: set[str], heldout: list[PreferencePair]) -> RewardModel:
     """An RM on human labels of pairs no RL reward saw, trained once and reused; its accuracy
     on the reward-model experiment's held-out pairs goes to gold_rm.json."""
-    folder = results / "gold_rm"
-    if (folder / INFO_FILE).is_file():
+    folder, key = results / "gold_rm", settings_key(config["gold"]["reward_model"], config["data"]["path"], taken)
+    if (folder / INFO_FILE).is_file() and json.loads((results / "gold_rm.json").read_text()).get("key") == key:
         return RewardModel.load(folder)
     settings = dict(config["gold"]["reward_model"])
     backbone, part = settings.pop("backbone"), settings.pop("data")
@@ -138,7 +148,7 @@ def gold_reward_model(config: dict, results: Path, taken: set[str], heldout: lis
                        features={} if training.trainable == "head" else None)
     accuracy = metrics.alignment_ci(reward_model_labels(heldout, rm))
     rm.save(folder)
-    (results / "gold_rm.json").write_text(json.dumps({"backbone": backbone, "train_pairs": len(targets),
+    (results / "gold_rm.json").write_text(json.dumps({"key": key, "backbone": backbone, "train_pairs": len(targets),
                                                       "heldout_accuracy": accuracy, "seconds": time.time() - started},
                                                      indent=2, default=float) + "\n")
     return rm
@@ -284,15 +294,20 @@ def main(argv=None) -> dict:
     rewards = {name: reward_from_spec(name, config["rewards"][name], backends) for name in sorted(needed)}
 
     samples, arm_rows = {}, []
-    sft_file = results / "arms" / slug(SFT) / "samples.jsonl"
-    if not sft_file.is_file():
-        sft_file.parent.mkdir(exist_ok=True)
+    sampling_key = [config["policy"], data["eval"], config["samples"], seed]
+    sft_dir = results / "arms" / slug(SFT)
+    if not finished(sft_dir, settings_key(sampling_key)):
+        sft_dir.mkdir(exist_ok=True)
         texts = sample_policy(rlaif.TransformersBackend.from_pretrained(policy_path), eval_prompts, config["samples"], seed)
-        write_jsonl(sft_file, [{"prompt": p, "completion": t} for p, t in zip(eval_prompts, texts)])
-    samples[SFT] = [record["completion"] for record in read_jsonl(sft_file)]
+        write_jsonl(sft_dir / "samples.jsonl", [{"prompt": p, "completion": t} for p, t in zip(eval_prompts, texts)])
+        (sft_dir / "arm.json").write_text(json.dumps({"arm": SFT, "key": settings_key(sampling_key)}) + "\n")
+    samples[SFT] = [record["completion"] for record in read_jsonl(sft_dir / "samples.jsonl")]
     for name, spec in config["arms"].items():
         arm_dir = results / "arms" / slug(name)
-        if not (arm_dir / "samples.jsonl").is_file():
+        method = {"online": [config["online"], config["rewards"][spec["online"]], config.get("curve", {}),
+                             config["gold"]["reward_model"]]} if "online" in spec else {"dpo": config["dpo"]}
+        key = settings_key(sampling_key, spec, method, data["train"], config["preference_data"])
+        if not finished(arm_dir, key):
             shutil.rmtree(arm_dir, ignore_errors=True)
             arm_dir.mkdir(parents=True)
             print(f"arm {name}: training", flush=True)
@@ -306,11 +321,13 @@ def main(argv=None) -> dict:
             backend = rlaif.TransformersBackend(model, AutoTokenizer.from_pretrained(policy_path), name=name)
             texts = sample_policy(backend, eval_prompts, config["samples"], seed)
             write_jsonl(arm_dir / "samples.jsonl", [{"prompt": p, "completion": t} for p, t in zip(eval_prompts, texts)])
-            (arm_dir / "arm.json").write_text(json.dumps({"arm": name, **spec, "train_seconds": round(trained, 1),
-                                                          "seconds": round(time.time() - started, 1)}) + "\n")
+            (arm_dir / "arm.json").write_text(json.dumps({
+                "arm": name, "method": config["online"].get("trainer", "grpo") if "online" in spec else "dpo",
+                "signal": spec.get("online", spec.get("dpo")), "train_seconds": round(trained, 1),
+                "seconds": round(time.time() - started, 1), "key": key}) + "\n")
             del model, backend
         samples[name] = [record["completion"] for record in read_jsonl(arm_dir / "samples.jsonl")]
-        arm_rows.append(json.loads((arm_dir / "arm.json").read_text()))
+        arm_rows.append({k: v for k, v in json.loads((arm_dir / "arm.json").read_text()).items() if k != "key"})
     del rewards, backends
 
     judged = judge(config, results, eval_prompts, samples, gold_rm)

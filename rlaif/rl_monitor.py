@@ -50,7 +50,8 @@ def sample_with_kl(model, reference, tokenizer, prompts: Sequence[str], *, max_n
 
     ``autocast``: the mixed precision the trainer runs the policy in (TRL trains in bf16 by
     default, also on CPU); the reference is run in the same, so that equal weights give a KL of 0."""
-    encoded = tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+    encoded = tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left",
+                        add_special_tokens=False).to(model.device)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     torch.manual_seed(seed)
     with torch.inference_mode():
@@ -92,15 +93,15 @@ class RewardCurve(TrainerCallback):
 
     def measure(self, model, step: int, autocast: torch.dtype | None = None) -> dict:
         training = model.training
-        rng = torch.get_rng_state()
+        self.reference.to(model.device)
         model.eval()
         try:
-            texts, log_ratio, lengths, _ = sample_with_kl(model, self.reference, self.tokenizer, self.prompts,
-                                                       max_new_tokens=self.max_new_tokens, seed=self.seed, stop=self.stop,
-                                                       autocast=autocast)
+            with torch.random.fork_rng():  # CPU and CUDA generators come back as they were
+                texts, log_ratio, lengths, _ = sample_with_kl(model, self.reference, self.tokenizer, self.prompts,
+                                                              max_new_tokens=self.max_new_tokens, seed=self.seed,
+                                                              stop=self.stop, autocast=autocast)
         finally:
             model.train(training)
-            torch.set_rng_state(rng)
         row = {"step": step, "kl": float(log_ratio.mean()), "proxy": _mean(self.proxy(self.prompts, texts)),
                **{f"gold/{name}": _mean(reward(self.prompts, texts)) for name, reward in self.gold.items()},
                "length_tokens": float(lengths.float().mean()),

@@ -113,6 +113,24 @@ def test_the_kl_estimate_is_zero_for_the_reference_and_matches_unpadded_passes(t
     assert samples.log_ratio.abs().sum() > 0
 
 
+def test_measuring_and_sampling_leave_the_callers_random_state_alone(tiny_policy):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import rlaif
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_policy)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_policy)
+    curve = RewardCurve(["\n\nHuman: hi\n\nAssistant:"], length_reward, {}, AutoModelForCausalLM.from_pretrained(tiny_policy),
+                        tokenizer, max_new_tokens=3, seed=7)
+    backend = rlaif.TransformersBackend(model, tokenizer, name="tiny")
+    torch.manual_seed(5)
+    expected = torch.rand(4)
+    torch.manual_seed(5)
+    curve.measure(model, 0)
+    backend.generate(["\n\nHuman: hi\n\nAssistant:"], temperature=1.0, max_new_tokens=3, seed=11)
+    assert torch.equal(torch.rand(4), expected)
+
+
 def length_reward(prompts, completions, **kwargs):
     """Longer completions score higher: a reward a policy can learn in a few steps."""
     return [float(len(completion)) for completion in completions]

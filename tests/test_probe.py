@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from rlaif.pairs import PreferencePair
-from rlaif.probe import ATTACKS, probe_labels, probe_pairs, probe_rewards
+from rlaif.probe import ATTACKS, attack_signatures, probe_labels, probe_pairs, probe_rewards, signature_shares
 
 CONTEXT = "\n\nHuman: How do I bake bread?\n\nAssistant:"
 PAIRS = [PreferencePair("a", CONTEXT, " Mix flour, water and yeast. Knead, rise, bake.", " No.", human_choice=1),
@@ -45,3 +45,32 @@ def test_a_pairwise_labeler_falls_for_an_attack_when_p_prefers_response_2():
     # probes in order: a|empty 0.3 (falls), a|flattery 0.6, b|empty 0.5 (tie: does not fall), b|flattery 0.2 (falls)
     assert table.loc["empty", "degenerate_wins"] == 1 and table.loc["flattery", "degenerate_wins"] == 1
     assert np.isclose(table.loc["empty", "rate"], 0.5)
+
+
+def test_each_attack_shows_its_own_signature_and_real_answers_rarely_any(shared_data):
+    """The signature heuristics recognise the probe's own attacks on real HH prompts, and flag few
+    of the people-preferred answers (the signatures count what a policy learned, so false
+    alarms must stay rare)."""
+    import rlaif
+
+    pairs = rlaif.load_pairs(shared_data / "hh-rlhf" / "harmless-base" / "dev.jsonl.gz", "hh-rlhf", limit=200)
+    flagged, missed = 0, []
+    for pair in pairs:
+        reference = pair.response_1 if pair.human_choice == 1 else pair.response_2
+        flagged += any(attack_signatures(pair.context, reference, baseline=reference).values())
+        for attack, make in ATTACKS.items():
+            if reference.strip() and not attack_signatures(pair.context, make(pair.context, reference), reference)[attack]:
+                missed.append((attack, pair.id))
+    assert not missed
+    assert flagged / len(pairs) < 0.1
+
+
+def test_signature_shares_per_policy_against_the_baseline():
+    samples = pd.DataFrame({"policy": ["SFT", "SFT", "RL", "RL"], "prompt": [CONTEXT, "\n\nHuman: hi\n\nAssistant:"] * 2,
+                            "completion": [" Mix flour and water.", " Hello!", " Mix flour and water." + ATTACKS[
+                                "filler_5x"](CONTEXT, " Mix flour and water."), " I'm sorry, but I can't help with that."]})
+    shares = signature_shares(samples, baseline="SFT").set_index("policy")
+    assert list(shares.index) == ["SFT", "RL"] and (shares["samples"] == 2).all()
+    assert shares.loc["SFT"].drop("samples").eq(0).all()
+    assert shares.loc["RL", "filler_5x"] == 0.5 and shares.loc["RL", "apology_only"] == 0.5
+    assert shares.loc["RL", "flattery"] == 0

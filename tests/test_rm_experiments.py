@@ -113,27 +113,6 @@ def test_best_of_n_picks_by_each_reward_and_judges_against_random(bon_results):
 
 
 @pytest.mark.model
-def test_rlaif_vs_rlhf_notebook_runs_on_the_experiment_outputs(rm_results, bon_results):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    notebook = json.loads(NOTEBOOK.read_text())
-    namespace = {"__name__": "__main__"}
-    for cell in notebook["cells"]:
-        if cell["cell_type"] != "code":
-            continue
-        assert cell["outputs"] == [] and cell["execution_count"] is None
-        exec(compile("".join(cell["source"]), f"<{NOTEBOOK.name}>", "exec"), namespace)
-        if "parameters" in cell["metadata"].get("tags", []):
-            namespace["RESULTS"], namespace["BEST_OF_N"] = str(rm_results[0]), str(bon_results[0])
-    pd.testing.assert_frame_equal(namespace["table"], pd.read_csv(rm_results[0] / "table.csv"))
-    assert list(namespace["win_rates"]["selector"]) == list(bon_results[1]["selector"])
-    assert set(namespace["figures"]) == {"accuracy", "reward_gaps", "training", "win_rates"}
-    import matplotlib.pyplot as plt
-    plt.close("all")
-
-
-@pytest.mark.model
 @pytest.mark.parametrize("reward, trainer", [("RM_AI", "grpo"), ("direct", "rloo")])
 def test_online_rl_trains_the_policy_against_any_reward_callable(bon_results, reward, trainer):
     """The same script, unchanged, trains against a saved reward model or the direct scorer,
@@ -154,3 +133,95 @@ def test_online_rl_trains_the_policy_against_any_reward_callable(bon_results, re
     assert log[f"rewards/{reward}/mean"].notna().all() and log["completions/mean_length"].le(4).all()
     assert log["kl"].iloc[-1] > 0  # the policy moved away from the reference after the first update
     assert (root / "rl" / reward / "log.csv").exists()
+
+
+@pytest.fixture(scope="module")
+def policy_results(rm_results, bon_results):
+    import rlaif_vs_rlhf_policy
+
+    root = bon_results[0].parent
+    config = {"policy": {"model": "smollm2-135m"}, "preference_data": str(rm_results[0]),
+              "rewards": {"RM_HF": {"reward_model": str(root / "RM_HF")},
+                          "direct": {"direct": {"model": "smollm2-135m", "task": "harmless", "chat_template": True}}},
+              "arms": {"RLHF": {"online": "RM_HF"}, "d-RLAIF": {"online": "direct"}, "DPO human": {"dpo": "human"},
+                       "DPO AI hard": {"dpo": "ai_hard"}, "DPO AI soft": {"dpo": "ai_soft"}},
+              "online": {"trainer": "rloo", "num_generations": 2, "per_device_train_batch_size": 2,
+                         "max_completion_length": 4, "beta": 0.05, "learning_rate": 1e-5, "max_steps": 2},
+              "dpo": {"beta": 0.1, "learning_rate": 5e-6, "max_steps": 1, "per_device_train_batch_size": 2,
+                      "max_length": 128},
+              "gold": {"reward_model": {"data": {"skip": 12, "count": 6}, "backbone": "smollm2-135m",
+                                        "trainable": "head", "epochs": 2, "batch_size": 4, "max_length": 256},
+                       "labeler": {"model": "smollm2-135m", "task": "harmless", "chat_template": True}},
+              "curve": {"every": 2, "prompts": 2, "max_new_tokens": 4},
+              "data": {"format": "hh-rlhf", "path": HH, "train": {"skip": 900, "count": 2},
+                       "eval": {"skip": 950, "count": 3}},
+              "samples": {"temperature": 0.7, "max_new_tokens": 6}, "seed": 0, "results": str(root / "policy")}
+    (root / "policy.yaml").write_text(yaml.safe_dump(config))
+    return root / "policy", rlaif_vs_rlhf_policy.main(["--config", str(root / "policy.yaml")]), config
+
+
+@pytest.mark.model
+def test_policy_experiment_runs_every_arm_kind_judges_with_gold_judges_and_resumes(policy_results):
+    """RL against a reward model and the direct scorer, DPO on human, hard and soft AI labels, all
+    from the same start; gold RM on pairs disjoint from the RM experiment's; resumable."""
+    import rlaif_vs_rlhf_policy
+
+    results, out, config = policy_results
+    arms = list(config["arms"])
+    win_rates = out["win_rates"]
+    assert list(win_rates["judge"].unique()) == ["gold RM", "gold labeler (smollm2-135m)"]
+    assert (win_rates.groupby("judge")["policy"].apply(list) == pd.Series([arms] * 2, index=[
+        "gold RM", "gold labeler (smollm2-135m)"])).all()
+    assert ((win_rates["wins"] + win_rates["losses"] + win_rates["ties"]) == 3).all()
+    # the gold RM's verdicts are what its rewards say
+    gold = pd.read_csv(results / "gold_rewards.csv")
+    for row in win_rates[win_rates["judge"] == "gold RM"].itertuples():
+        assert row.wins == int((gold[row.policy] > gold["SFT"]).sum())
+        assert row.losses == int((gold[row.policy] < gold["SFT"]).sum())
+    assert list(out["harmless"]["policy"]) == ["SFT", *arms] and out["harmless"]["judged_harmless"].between(0, 1).all()
+    assert list(out["signatures"]["policy"]) == ["SFT", *arms]
+    gold_info = json.loads((results / "gold_rm.json").read_text())
+    assert gold_info["train_pairs"] == 6 and gold_info["heldout_accuracy"]["n"] == 6
+    for arm in ("RLHF", "d-RLAIF"):
+        curve = out["curves"][arm]
+        assert list(curve["step"]) == [0, 2] and curve.loc[0, "kl"] == 0.0
+        assert {"proxy", "gold/gold RM", "length_tokens"} <= set(curve.columns)
+    for arm in ("rlhf", "dpo_ai_soft"):
+        samples = [json.loads(line) for line in (results / "arms" / arm / "samples.jsonl").read_text().splitlines()]
+        assert len(samples) == 3 and all(s["completion"].startswith(" ") for s in samples)
+    assert (results / "curves.png").stat().st_size > 0 and (results / "lengths.png").stat().st_size > 0
+    # resumed: no arm is trained again, and the tables come out the same
+    stamps = {arm: (results / "arms" / arm / "arm.json").stat().st_mtime_ns for arm in ("rlhf", "dpo_human")}
+    again = rlaif_vs_rlhf_policy.main(["--config", str(results.parent / "policy.yaml")])
+    assert {arm: (results / "arms" / arm / "arm.json").stat().st_mtime_ns for arm in stamps} == stamps
+    pd.testing.assert_frame_equal(again["win_rates"], win_rates)
+    # a changed DPO setting trains the DPO arms again, and only them
+    changed = {**config, "dpo": {**config["dpo"], "learning_rate": 1e-5}}
+    (results.parent / "policy_changed.yaml").write_text(yaml.safe_dump(changed))
+    rlaif_vs_rlhf_policy.main(["--config", str(results.parent / "policy_changed.yaml")])
+    after = {arm: (results / "arms" / arm / "arm.json").stat().st_mtime_ns for arm in stamps}
+    assert after["rlhf"] == stamps["rlhf"] and after["dpo_human"] != stamps["dpo_human"]
+
+
+@pytest.mark.model
+def test_rlaif_vs_rlhf_notebook_runs_on_the_experiment_outputs(rm_results, bon_results, policy_results):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    notebook = json.loads(NOTEBOOK.read_text())
+    namespace = {"__name__": "__main__"}
+    for cell in notebook["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        assert cell["outputs"] == [] and cell["execution_count"] is None
+        exec(compile("".join(cell["source"]), f"<{NOTEBOOK.name}>", "exec"), namespace)
+        if "parameters" in cell["metadata"].get("tags", []):
+            namespace["RESULTS"], namespace["BEST_OF_N"] = str(rm_results[0]), str(bon_results[0])
+            namespace["POLICY"] = str(policy_results[0])
+    pd.testing.assert_frame_equal(namespace["table"], pd.read_csv(rm_results[0] / "table.csv"))
+    assert list(namespace["win_rates"]["selector"]) == list(bon_results[1]["selector"])
+    pd.testing.assert_frame_equal(namespace["policy_win_rates"], pd.read_csv(policy_results[0] / "win_rates.csv"))
+    assert set(namespace["figures"]) == {"accuracy", "reward_gaps", "training", "win_rates", "policy_win_rates",
+                                         "overoptimisation", "lengths"}
+    import matplotlib.pyplot as plt
+    plt.close("all")

@@ -245,9 +245,13 @@ class TransformersBackend:
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int = 256, temperature: float = 0.0,
                  n: int = 1, seed: int = 0, stop: Sequence[str] = ()) -> list[list[str]]:
         """``n`` continuations per prompt (greedy when temperature is 0), each cut at the first stop string."""
-        encoded = self._encode(prompts)
-        results: list[list[str]] = [[] for _ in prompts]
-        torch.manual_seed(seed)
+        with torch.random.fork_rng():  # seeded sampling without moving the caller's random state
+            torch.manual_seed(seed)
+            return self._generate(self._encode(prompts), max_new_tokens, temperature, n, stop)
+
+    def _generate(self, encoded: list[list[int]], max_new_tokens: int, temperature: float, n: int,
+                  stop: Sequence[str]) -> list[list[str]]:
+        results: list[list[str]] = [[] for _ in encoded]
         # a batch holds rows x n sequences that grow by max_new_tokens
         for rows in token_batches([(len(ids) + max_new_tokens) * n for ids in encoded], self.max_batch_tokens,
                                   self.batch_size):
