@@ -51,8 +51,8 @@ from rlaif.reward_model import (INFO_FILE, PreferenceTarget, RewardModel, Reward
 from rlaif.rewards import reward_from_spec
 
 HERE = Path(__file__).resolve().parent
-CONFIG_KEYS = {"policy", "rewards", "arms", "preference_data", "online", "dpo", "gold", "curve", "data", "samples",
-               "seed", "results"}
+CONFIG_KEYS = {"policy", "rewards", "arms", "preference_data", "online", "dpo", "dpo_pairs", "gold", "curve", "data",
+               "samples", "seed", "results"}
 DPO_SOURCES = ("human", "ai_hard", "ai_soft")
 SFT = "SFT"
 
@@ -286,6 +286,8 @@ def main(argv=None) -> dict:
     dpo_pairs, ai_labels, rm_heldout = preference_data(Path(config["preference_data"]))
     taken = {pair.id for pair in dpo_pairs} | {pair.id for pair in rm_heldout}
     gold_rm = gold_reward_model(config, results, taken, rm_heldout)
+    dpo_pairs = dpo_pairs[:config.get("dpo_pairs") or len(dpo_pairs)]  # the same pairs for the three DPO arms
+    ai_labels = ai_labels[ai_labels["id"].isin({pair.id for pair in dpo_pairs})]
     dpo_targets = {"human": human_targets(dpo_pairs), "ai_hard": targets_from_labels(ai_labels, dpo_pairs, "ai_hard"),
                    "ai_soft": targets_from_labels(ai_labels, dpo_pairs, "ai_soft")}
     policy_path = hf_model_path(config["policy"]["model"])[0]  # TRL reloads the reference model by path
@@ -304,8 +306,8 @@ def main(argv=None) -> dict:
     samples[SFT] = [record["completion"] for record in read_jsonl(sft_dir / "samples.jsonl")]
     for name, spec in config["arms"].items():
         arm_dir = results / "arms" / slug(name)
-        method = {"online": [config["online"], config["rewards"][spec["online"]], config.get("curve", {}),
-                             config["gold"]["reward_model"]]} if "online" in spec else {"dpo": config["dpo"]}
+        method = ([config["online"], config["rewards"][spec["online"]], config.get("curve", {}),
+                   config["gold"]["reward_model"]] if "online" in spec else [config["dpo"], config.get("dpo_pairs")])
         key = settings_key(sampling_key, spec, method, data["train"], config["preference_data"])
         if not finished(arm_dir, key):
             shutil.rmtree(arm_dir, ignore_errors=True)

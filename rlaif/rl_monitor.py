@@ -7,8 +7,10 @@ measures exactly those quantities on a fixed set of prompts before the first ste
 ``every`` steps, so any TRL trainer that takes callbacks (GRPO, RLOO) records the curve.
 
 The policy is sampled at temperature 1, its own distribution, so that the mean over samples
-of ``log π(y|x) - log π_ref(y|x)`` estimates KL(π || π_ref) without bias. The global random
-state is restored after each measurement: monitoring does not change the training run.
+of ``log π(y|x) - log π_ref(y|x)`` (summed over the sample's tokens) estimates the sequence-level
+KL(π || π_ref) without bias. Sampling keeps the global random state (CPU and CUDA), so the
+monitor does not change the training run; a proxy that is the training reward object itself
+can, at the 1e-8 level, when its prefix caches round differently (measured with DirectScorer).
 """
 
 from __future__ import annotations
@@ -53,8 +55,8 @@ def sample_with_kl(model, reference, tokenizer, prompts: Sequence[str], *, max_n
     encoded = tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left",
                         add_special_tokens=False).to(model.device)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    torch.manual_seed(seed)
-    with torch.inference_mode():
+    with torch.random.fork_rng(), torch.inference_mode():  # seeded, and the caller's random state kept
+        torch.manual_seed(seed)
         sequences = model.generate(**encoded, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
                                    max_new_tokens=max_new_tokens, pad_token_id=pad_id)
     width = encoded["input_ids"].shape[1]
@@ -96,10 +98,9 @@ class RewardCurve(TrainerCallback):
         self.reference.to(model.device)
         model.eval()
         try:
-            with torch.random.fork_rng():  # CPU and CUDA generators come back as they were
-                texts, log_ratio, lengths, _ = sample_with_kl(model, self.reference, self.tokenizer, self.prompts,
-                                                              max_new_tokens=self.max_new_tokens, seed=self.seed,
-                                                              stop=self.stop, autocast=autocast)
+            texts, log_ratio, lengths, _ = sample_with_kl(model, self.reference, self.tokenizer, self.prompts,
+                                                          max_new_tokens=self.max_new_tokens, seed=self.seed,
+                                                          stop=self.stop, autocast=autocast)
         finally:
             model.train(training)
         row = {"step": step, "kl": float(log_ratio.mean()), "proxy": _mean(self.proxy(self.prompts, texts)),
