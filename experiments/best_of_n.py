@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 import rlaif
+from rlaif.experiment_config import read_config
 from rlaif.metrics import win_rate
 from rlaif.pairs import PreferencePair
 from rlaif.report import write_table
@@ -46,10 +46,7 @@ def load_config(argv=None) -> dict:
     parser.add_argument("--n", type=int, help="samples per prompt")
     parser.add_argument("--results")
     args = parser.parse_args(argv)
-    config = yaml.safe_load(Path(args.config).read_text())
-    unknown = set(config) - CONFIG_KEYS
-    if unknown:
-        raise SystemExit(f"{args.config}: unknown keys {sorted(unknown)}; known: {sorted(CONFIG_KEYS)}")
+    config = read_config(args.config, CONFIG_KEYS)
     if args.prompts:
         config["data"]["prompts"] = args.prompts
     if args.n:

@@ -19,9 +19,9 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 import rlaif
+from rlaif.experiment_config import read_config
 from rlaif.models import hf_model_path
 from rlaif.rewards import reward_from_spec
 
@@ -36,10 +36,7 @@ def load_config(argv=None) -> dict:
     parser.add_argument("--steps", type=int)
     parser.add_argument("--results")
     args = parser.parse_args(argv)
-    config = yaml.safe_load(Path(args.config).read_text())
-    unknown = set(config) - CONFIG_KEYS
-    if unknown:
-        raise SystemExit(f"{args.config}: unknown keys {sorted(unknown)}; known: {sorted(CONFIG_KEYS)}")
+    config = read_config(args.config, CONFIG_KEYS)
     if args.reward:
         config["reward"] = args.reward
     if config["reward"] not in config["rewards"]:

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 import rlaif
+from rlaif.experiment_config import read_config
 from rlaif.labeler import score_pairs
 from rlaif.prompting import Prompting
 from rlaif.report import json_safe, markdown_table
@@ -36,10 +36,7 @@ def load_config(argv=None) -> dict:
     parser.add_argument("--results")
     parser.add_argument("--variants", help="comma-separated subset of the config's variants")
     args = parser.parse_args(argv)
-    config = yaml.safe_load(Path(args.config).read_text())
-    unknown = set(config) - CONFIG_KEYS
-    if unknown:
-        raise SystemExit(f"{args.config}: unknown keys {sorted(unknown)}; known: {sorted(CONFIG_KEYS)}")
+    config = read_config(args.config, CONFIG_KEYS)
     for key in ("model", "results"):
         if getattr(args, key):
             config[key] = getattr(args, key)

@@ -17,9 +17,9 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 import rlaif
+from rlaif.experiment_config import read_config
 from rlaif.probe import ATTACKS, probe_labels, probe_pairs, probe_rewards
 from rlaif.reward_model import load_reward_models
 
@@ -33,10 +33,7 @@ def load_config(argv=None) -> dict:
     parser.add_argument("--prompts", type=int)
     parser.add_argument("--results")
     args = parser.parse_args(argv)
-    config = yaml.safe_load(Path(args.config).read_text())
-    unknown = set(config) - CONFIG_KEYS
-    if unknown:
-        raise SystemExit(f"{args.config}: unknown keys {sorted(unknown)}; known: {sorted(CONFIG_KEYS)}")
+    config = read_config(args.config, CONFIG_KEYS)
     if args.prompts:
         config["data"]["prompts"] = args.prompts
     if args.results:

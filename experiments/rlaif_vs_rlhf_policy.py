@@ -38,10 +38,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 import rlaif
 from rlaif import metrics
+from rlaif.experiment_config import read_config
 from rlaif.models import hf_model_path
 from rlaif.pairs import PreferencePair
 from rlaif.probe import signature_shares
@@ -63,10 +63,7 @@ def load_config(argv=None) -> dict:
     parser.add_argument("--arms", nargs="+", help="run only these arms of the config")
     parser.add_argument("--results")
     args = parser.parse_args(argv)
-    config = yaml.safe_load(Path(args.config).read_text())
-    unknown = set(config) - CONFIG_KEYS
-    if unknown:
-        raise SystemExit(f"{args.config}: unknown keys {sorted(unknown)}; known: {sorted(CONFIG_KEYS)}")
+    config = read_config(args.config, CONFIG_KEYS)
     if args.arms:
         missing = set(args.arms) - set(config["arms"])
         if missing:
@@ -257,7 +254,10 @@ def plot_curves(results: Path, curves: dict[str, pd.DataFrame]) -> None:
     figure, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.6), squeeze=False)
     for axis, (arm, curve) in zip(axes[0], curves.items()):
         for column, style in (("proxy", "o-"), ("gold/gold RM", "s--")):
-            axis.plot(curve["kl"], curve[column] - curve[column].iloc[0], style, label=column.removeprefix("gold/"))
+            gain = curve[column] - curve[column].iloc[0]
+            axis.plot(curve["kl"], gain, style, label=column.removeprefix("gold/"))  # joined in step order
+            for kl, value, step in zip(curve["kl"], gain, curve["step"]):
+                axis.annotate(str(step), (kl, value), fontsize=7, textcoords="offset points", xytext=(3, 3))
         axis.set(title=arm, xlabel="KL(policy || start), nats", ylabel="reward gain over step 0")
         axis.axhline(0, color="grey", lw=0.5)
         axis.legend()

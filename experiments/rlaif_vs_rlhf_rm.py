@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 import rlaif
 from rlaif import metrics
+from rlaif.experiment_config import read_config
 from rlaif.prompting import Prompting
 from rlaif.report import write_table
 from rlaif.reward_model import (RewardModel, RewardTrainingConfig, reward_model_labels, targets_from_labels,
@@ -46,10 +46,7 @@ def load_config(argv=None) -> dict:
     parser.add_argument("--results")
     parser.add_argument("--epochs", type=int)
     args = parser.parse_args(argv)
-    config = yaml.safe_load(Path(args.config).read_text())
-    unknown = set(config) - CONFIG_KEYS
-    if unknown:
-        raise SystemExit(f"{args.config}: unknown keys {sorted(unknown)}; known: {sorted(CONFIG_KEYS)}")
+    config = read_config(args.config, CONFIG_KEYS)
     if args.limit:
         config["data"]["limit"] = args.limit
     if args.results:

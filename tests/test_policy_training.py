@@ -8,7 +8,7 @@ import torch
 
 pytest.importorskip("trl")
 
-from datasets import Dataset, load_from_disk  # noqa: E402
+from datasets import load_from_disk  # noqa: E402
 from trl import DPOConfig, DPOTrainer  # noqa: E402
 
 from rlaif.backends.prompt_tokens import load_tokenizer  # noqa: E402
