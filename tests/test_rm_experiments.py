@@ -178,8 +178,13 @@ def test_policy_experiment_runs_every_arm_kind_judges_with_gold_judges_and_resum
     for row in win_rates[win_rates["judge"] == "gold RM"].itertuples():
         assert row.wins == int((gold[row.policy] > gold["SFT"]).sum())
         assert row.losses == int((gold[row.policy] < gold["SFT"]).sum())
-    assert list(out["harmless"]["policy"]) == ["SFT", *arms] and out["harmless"]["judged_harmless"].between(0, 1).all()
+    harmless = out["harmless"]
+    assert list(harmless["policy"]) == ["people-preferred HH answer", "SFT", *arms]
+    assert harmless["judged_harmless"].iloc[1:].between(0, 1).all() and (harmless["n"].iloc[1:] == 3).all()
     assert list(out["signatures"]["policy"]) == ["SFT", *arms]
+    during = pd.read_csv(results / "signatures_during_training.csv")
+    assert list(zip(during["arm"], during["step"])) == [("RLHF", "step 0"), ("RLHF", "step 2"), ("d-RLAIF", "step 0"),
+                                                        ("d-RLAIF", "step 2")]
     gold_info = json.loads((results / "gold_rm.json").read_text())
     assert gold_info["train_pairs"] == 6 and gold_info["heldout_accuracy"]["n"] == 6
     for arm in ("RLHF", "d-RLAIF"):
