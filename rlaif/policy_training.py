@@ -61,8 +61,10 @@ class SoftLabelDPOTrainer(DPOTrainer):
     """``DPOTrainer`` whose loss takes a per-pair target probability (the ``target`` column).
 
     With every target 1 it is TRL's sigmoid DPO loss (tested). Supports the plain setup
-    the experiments use: full model or none-PEFT, a reference model, no precomputed
-    reference log-probs, loss_type "sigmoid".
+    the experiments use: a full (non-PEFT) model, a reference model, no precomputed
+    reference log-probs, loss_type "sigmoid". It computes the full logits (TRL's fused
+    LM head is skipped), which costs memory with large vocabularies and batches; on 2 CPU
+    cores it was faster than TRL's path (21 vs 29 s per step of 8 pairs).
     """
 
     def __init__(self, *args, **kwargs):
