@@ -120,6 +120,13 @@ def _log(trainer, key: str) -> pd.DataFrame:
     return pd.DataFrame([entry for entry in trainer.state.log_history if key in entry])
 
 
+def _trained_model(trainer):
+    """The trained model as a plain model: without the mixed-precision wrapper accelerate puts
+    on its forward (TRL trains in bf16 by default, also on CPU), so that it samples in its own
+    dtype, like the untrained policy it is compared with."""
+    return trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+
+
 def train_online(policy: str, reward: Callable, prompts: Sequence[str], *, trainer: str = "grpo",
                  settings: dict | None = None, output_dir: str | Path = "trainer", callbacks: Sequence = ()):
     """Train ``policy`` (a Hugging Face folder or hub name: the trainer reloads the reference
@@ -133,7 +140,7 @@ def train_online(policy: str, reward: Callable, prompts: Sequence[str], *, train
     run = trainer_class(model=policy, reward_funcs=reward, args=config_class(**_common_arguments(output_dir, settings or {})),
                         train_dataset=Dataset.from_dict({"prompt": list(prompts)}), callbacks=list(callbacks))
     run.train()
-    return run.model, _log(run, "reward")
+    return _trained_model(run), _log(run, "reward")
 
 
 def train_dpo(policy: str, targets: Sequence[PreferenceTarget], *, soft: bool, settings: dict | None = None,
@@ -148,4 +155,4 @@ def train_dpo(policy: str, targets: Sequence[PreferenceTarget], *, soft: bool, s
     run = trainer_class(model=policy, args=DPOConfig(**_common_arguments(output_dir, settings or {})),
                         train_dataset=dataset, callbacks=list(callbacks))
     run.train()
-    return run.model, _log(run, "loss")
+    return _trained_model(run), _log(run, "loss")

@@ -165,4 +165,9 @@ def test_online_rl_calls_the_reward_and_the_monitor_records_the_curve(tiny_polic
         assert row.proxy == pytest.approx(sum(map(len, texts)) / len(texts))
         assert getattr(row, "_4") == pytest.approx(row.proxy)  # gold/gold column
     assert sum(calls) >= 2 * 4  # TRL called the reward on its own generations too
-    assert model is not None
+    # the returned model runs in its own dtype, like the untrained policy it is compared with
+    plain = AutoModelForCausalLM.from_pretrained(tiny_policy)
+    plain.load_state_dict(model.state_dict())
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, plain(ids).logits)
