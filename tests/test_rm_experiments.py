@@ -156,7 +156,7 @@ def policy_results(rm_results, bon_results):
               "data": {"format": "hh-rlhf", "path": HH, "train": {"skip": 900, "count": 2},
                        "eval": {"skip": 950, "count": 3}},
               "samples": {"temperature": 0.7, "max_new_tokens": 6}, "seed": 0, "results": str(root / "policy")}
-    (root / "policy.yaml").write_text(yaml.safe_dump(config))
+    (root / "policy.yaml").write_text(yaml.safe_dump(config, sort_keys=False))  # arms run in the order given
     return root / "policy", rlaif_vs_rlhf_policy.main(["--config", str(root / "policy.yaml")]), config
 
 
@@ -202,7 +202,7 @@ def test_policy_experiment_runs_every_arm_kind_judges_with_gold_judges_and_resum
     pd.testing.assert_frame_equal(again["win_rates"], win_rates)
     # a changed DPO setting trains the DPO arms again, and only them
     changed = {**config, "dpo": {**config["dpo"], "learning_rate": 1e-5}}
-    (results.parent / "policy_changed.yaml").write_text(yaml.safe_dump(changed))
+    (results.parent / "policy_changed.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
     rlaif_vs_rlhf_policy.main(["--config", str(results.parent / "policy_changed.yaml")])
     after = {arm: (results / "arms" / arm / "arm.json").stat().st_mtime_ns for arm in stamps}
     assert after["rlhf"] == stamps["rlhf"] and after["dpo_human"] != stamps["dpo_human"]
