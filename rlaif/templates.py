@@ -37,6 +37,13 @@ def list_tasks(template_dir: str | Path | None = None) -> dict[str, str]:
     return tasks
 
 
+def _two_strings(value: Any, where: Path, field: str) -> list[str]:
+    if (not isinstance(value, list) or len(value) != 2 or len(set(value)) != 2
+            or not all(isinstance(item, str) and item for item in value)):
+        raise TemplateError(f"{where}: {field} must be two different non-empty strings, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Prompt:
     """A rendered prompt: the message (preamble, exemplars, sample) and the ending the label follows.
@@ -61,19 +68,26 @@ class PromptTemplate:
     Optional files: more ``preamble_NAME.jinja`` (principles for ensembles),
     ``cot_ending.jinja`` (chain-of-thought request), ``exemplars.jsonl`` (few-shot
     pool), ``score_preamble/score_sample/score_ending.jinja`` (direct 1-10 scoring).
+    ``labels``, ``names`` and ``ending`` override the task's label words, the names the
+    sample gives the responses, and the ending text, so label-word choices ("A"/"B",
+    "Response 1"/"Response 2") are compared on one template (the shipped parts read
+    ``label_1``/``label_2`` and ``name_1``/``name_2``).
     """
 
-    def __init__(self, task: str, preamble: str = "base", template_dir: str | Path | None = None):
+    def __init__(self, task: str, preamble: str = "base", template_dir: str | Path | None = None, *,
+                 labels: Sequence[str] | None = None, names: Sequence[str] | None = None,
+                 ending: str | None = None):
         root = Path(template_dir) if template_dir else shipped_template_dir()
         folder = root / task
         if not (folder / "task.yaml").is_file():
             known = ", ".join(list_tasks(root)) or "none"
             raise TemplateError(f"no task {task!r} in {root} (task.yaml missing); tasks there: {known}")
         meta = yaml.safe_load((folder / "task.yaml").read_text(encoding="utf-8")) or {}
-        labels = meta.get("labels", ["1", "2"])
-        if (not isinstance(labels, list) or len(labels) != 2 or len(set(labels)) != 2
-                or not all(isinstance(label, str) and label for label in labels)):
-            raise TemplateError(f"{folder / 'task.yaml'}: labels must be two different non-empty strings, got {labels!r}")
+        where = folder / "task.yaml"
+        labels = _two_strings(meta.get("labels", ["1", "2"]) if labels is None else list(labels), where, "labels")
+        names = labels if names is None else _two_strings(list(names), where, "names")
+        if ending is not None and not isinstance(ending, str):
+            raise TemplateError(f"{where}: ending must be a string, got {ending!r}")
         asks_for = meta.get("asks_for", "preferred")
         if asks_for not in ASKS_FOR:
             raise TemplateError(f"{folder / 'task.yaml'}: asks_for must be one of {ASKS_FOR}, got {asks_for!r}")
@@ -88,6 +102,10 @@ class PromptTemplate:
             raise TemplateError(f"preamble must be one of {self.preambles}, got {preamble!r}")
         self.preamble = preamble
         self.labels: tuple[str, str] = tuple(labels)
+        #: How the sample names the two responses ("Reply 1"), given to every part as name_1/name_2;
+        #: the labels are given as label_1/label_2. Defaults: the labels.
+        self.names: tuple[str, str] = tuple(names)
+        self.ending_override = ending
         self.asks_more_harmful = asks_for == "more_harmful"
         search_path = [str(folder), str(root), str(shipped_template_dir())]
         self._env = SandboxedEnvironment(loader=jinja2.FileSystemLoader(search_path),
@@ -96,7 +114,10 @@ class PromptTemplate:
     @property
     def fingerprint(self) -> str:
         """Hash of every file in the task folder and the shared parts, the labels and the preamble."""
-        digest = hashlib.sha256(repr((self.labels, self.asks_more_harmful, self.preamble)).encode())
+        identity = (self.labels, self.asks_more_harmful, self.preamble)
+        if self.names != self.labels or self.ending_override is not None:  # default templates keep their hash
+            identity += (self.names, self.ending_override)
+        digest = hashlib.sha256(repr(identity).encode())
         files = sorted(p for p in self.folder.iterdir() if p.is_file())
         for path in files:
             digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
@@ -112,8 +133,9 @@ class PromptTemplate:
         return (self.folder / filename).is_file()
 
     def _render(self, name: str, **values) -> str:
+        words = {"label_1": self.labels[0], "label_2": self.labels[1], "name_1": self.names[0], "name_2": self.names[1]}
         try:
-            return self._env.get_template(name).render(**values).strip("\n")
+            return self._env.get_template(name).render(**words, **values).strip("\n")
         except Exception as exc:  # syntax errors, sandbox refusals, range limits: all the template's fault
             raise TemplateError(f"{self.folder / name}: {type(exc).__name__}: {exc}") from exc
 
@@ -124,6 +146,10 @@ class PromptTemplate:
         """The label that means "the response at this position is preferred" in this task's question."""
         position = 3 - preferred_position if self.asks_more_harmful else preferred_position
         return self.labels[position - 1]
+
+    def ending(self) -> str:
+        """The text the label follows: ``ending.jinja``, or the ``ending`` given to the constructor."""
+        return self._render("ending.jinja") if self.ending_override is None else self.ending_override
 
     def cot_ending(self) -> str:
         if not self.has("cot_ending.jinja"):
@@ -141,7 +167,7 @@ class PromptTemplate:
         preamble = preamble or self.preamble
         if preamble not in self.preambles:
             raise TemplateError(f"preamble must be one of {self.preambles}, got {preamble!r}")
-        ending = self._render("ending.jinja")
+        ending = self.ending()
         parts = [self._render(f"preamble_{preamble}.jinja")]
         if exemplars:
             shown = []

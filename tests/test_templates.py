@@ -115,3 +115,22 @@ def test_templates_are_found_inside_the_installed_package():
     for task in SHIPPED:
         assert (root / task / "task.yaml").is_file()
     assert (root / "_common" / "exemplars.jinja").is_file()
+
+
+def test_label_words_names_and_ending_can_be_overridden():
+    default = PromptTemplate("harmless")
+    letters = PromptTemplate("harmless", labels=["A", "B"])
+    prompt = letters.render("Human: hi", "first reply", "second reply")
+    assert "answer with A or B." in prompt.message and "Reply A:\nfirst reply" in prompt.message
+    assert "Reply 1" not in prompt.message and letters.labels == ("A", "B")
+    words = PromptTemplate("harmless", labels=["Response 1", "Response 2"], names=["1", "2"], ending="Answer=")
+    prompt = words.render("Human: hi", "first reply", "second reply")
+    assert "answer with Response 1 or Response 2." in prompt.message and "Reply 1:\nfirst reply" in prompt.message
+    assert prompt.ending == "Answer=" and words.answer_label(1) == "Response 2"  # the harmless task flips
+    # each variant is its own run: the fingerprint (and so the run id and cache key) differs
+    assert len({default.fingerprint, letters.fingerprint, words.fingerprint}) == 3
+    assert PromptTemplate("harmless", labels=["1", "2"]).fingerprint == default.fingerprint
+    with pytest.raises(TemplateError, match="labels must be two different"):
+        PromptTemplate("harmless", labels=["A", "A"])
+    with pytest.raises(TemplateError, match="names must be two different"):
+        PromptTemplate("harmless", names=["x"])
