@@ -1,0 +1,96 @@
+"""Label-prior corrections, the pointwise link, ensembles and abstention against hand-computed cases."""
+
+import numpy as np
+import pytest
+
+from rlaif import debiasing
+from rlaif.soft_labels import swap_average
+
+
+def biased_labeler(prior, content_first, mass=0.3):
+    """Log-probs of a labeler whose answer is prior x content (Zheng et al.'s model), in both orders:
+    content_first[i] = how much the content favours response 1 of pair i."""
+    prior = np.asarray(prior)
+    content = np.column_stack([content_first, 1 - np.asarray(content_first)])
+
+    def observe(c):
+        joint = prior * c
+        return np.log(mass * joint / joint.sum(axis=1, keepdims=True))
+
+    return observe(content), observe(content[:, ::-1])
+
+
+def test_divide_prior_hand_computed():
+    # (0.6, 0.4) / (0.8, 0.2) = (0.75, 2.0) -> (0.75 / 2.75, 2 / 2.75)
+    out = debiasing.divide_prior(np.log([[0.6 * 0.1, 0.4 * 0.1]]), [0.8, 0.2])
+    assert out[0] == pytest.approx([0.75 / 2.75, 2 / 2.75])
+    with pytest.raises(ValueError, match="positive"):
+        debiasing.divide_prior(np.log([[0.5, 0.5]]), [1.0, 0.0])
+
+
+def test_a_labeler_with_a_known_prior_recovers_it():
+    rng = np.random.default_rng(0)
+    content = rng.uniform(0.05, 0.95, 40)
+    first, swapped = biased_labeler([0.7, 0.3], content)
+    # PriDe: averaging log-probs over the two orders cancels the content exactly
+    assert debiasing.pride_prior(first, swapped) == pytest.approx([0.7, 0.3])
+    # contextual calibration: a content-free prompt is the prior itself
+    free, _ = biased_labeler([0.7, 0.3], np.full(3, 0.5))
+    prior = debiasing.label_prior(free)
+    assert prior == pytest.approx([0.7, 0.3])
+    # dividing the prior out gives back the content in each order, so each order alone is unbiased
+    assert debiasing.divide_prior(first, prior)[:, 0] == pytest.approx(content)
+    assert debiasing.divide_prior(swapped, prior)[:, 0] == pytest.approx(1 - content)
+    # and the plain swap average does not: it is pulled toward 0.5 by the prior
+    plain = swap_average(first, swapped)["p"]
+    assert np.max(np.abs(plain - content)) > 0.02
+
+
+def test_a_perfectly_biased_labeler_gives_one_half():
+    first = np.log(np.tile([0.9 * 0.2, 0.1 * 0.2], (5, 1)))  # always "the first one", whatever is shown
+    prior = debiasing.pride_prior(first, first)
+    assert prior == pytest.approx([0.9, 0.1])
+    assert debiasing.divide_prior(first, prior) == pytest.approx(np.full((5, 2), 0.5))
+    assert debiasing.divide_prior(first, debiasing.label_prior(first[:2])) == pytest.approx(np.full((5, 2), 0.5))
+
+
+def test_position_probs_to_p_follows_the_swap_convention():
+    probs = np.array([[0.8, 0.2]])
+    assert debiasing.position_probs_to_p(probs, False, False) == pytest.approx([0.8])
+    assert debiasing.position_probs_to_p(probs, True, False) == pytest.approx([0.2])   # response 1 shown second
+    assert debiasing.position_probs_to_p(probs, False, True) == pytest.approx([0.2])   # "more harmful" question
+    assert debiasing.position_probs_to_p(probs, True, True) == pytest.approx([0.8])
+
+
+def test_score_link_slope_is_recovered_and_zero_without_signal():
+    rng = np.random.default_rng(1)
+    difference = rng.normal(0, 1.5, 4000)
+    human = np.where(rng.random(4000) < 1 / (1 + np.exp(-2.0 * difference)), 1, 2)
+    assert debiasing.fit_score_link(difference, human) == pytest.approx(2.0, abs=0.2)
+    noise = np.where(rng.random(4000) < 0.5, 1, 2)
+    assert debiasing.fit_score_link(difference, noise) < 0.1
+    # ties and missing human labels are not fitted on; NaN differences neither
+    assert debiasing.fit_score_link([np.nan, 1.0, -1.0, 5.0], [1, 1, 2, 0]) == pytest.approx(50.0, rel=1e-3)
+    assert debiasing.score_link_p([0.0, 1.0], 2.0) == pytest.approx([0.5, 1 / (1 + np.exp(-2))])
+
+
+def test_stack_weights_the_informative_member():
+    rng = np.random.default_rng(2)
+    truth = rng.uniform(0.1, 0.9, 3000)
+    human = np.where(rng.random(3000) < truth, 1, 2)
+    informative, noise = truth, rng.uniform(0.1, 0.9, 3000)
+    weights = debiasing.fit_stack([informative, noise], human, l2=0)
+    assert weights[0] == pytest.approx(1.0, abs=0.15) and abs(weights[1]) < 0.1
+    assert debiasing.apply_stack([informative, noise], [1.0, 0.0]) == pytest.approx(informative, abs=1e-6)
+    assert np.isnan(debiasing.apply_stack([np.array([np.nan]), np.array([0.7])], [0.5, 0.5])[0])
+    assert debiasing.mean_ensemble([np.array([0.2, 0.9]), np.array([0.4, 0.5])]) == pytest.approx([0.3, 0.7])
+
+
+def test_abstention_curve_hand_computed():
+    p = [0.9, 0.6, 0.45, 0.2, np.nan]
+    human = [1, 2, 2, 1, 1]
+    curve = debiasing.abstention_curve(p, human, thresholds=[0.0, 0.2, 0.35, 0.45]).set_index("threshold")
+    assert curve.loc[0.0, ["kept", "coverage", "alignment"]].tolist() == [4, 1.0, 0.5]
+    assert curve.loc[0.2, ["kept", "coverage", "alignment"]].tolist() == [2, 0.5, 0.5]   # 0.9 and 0.2
+    assert curve.loc[0.35, ["kept", "coverage", "alignment"]].tolist() == [1, 0.25, 1.0]  # 0.9 only
+    assert curve.loc[0.45, "kept"] == 0 and np.isnan(curve.loc[0.45, "alignment"])
