@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special
 
-from rlaif.soft_labels import candidate_probs
+from rlaif.soft_labels import candidate_probs, choice
 
 #: Probabilities are clipped to [EPS, 1 - EPS] before logs and logits.
 EPS = 1e-6
@@ -77,6 +77,31 @@ def position_probs_to_p(shown_first_probs: np.ndarray, swapped: bool, asks_more_
     """P(response 1 preferred) from one order's [n, 2] position probabilities (see rlaif.soft_labels)."""
     p_first_shown = shown_first_probs[:, 1] if asks_more_harmful else shown_first_probs[:, 0]
     return 1.0 - p_first_shown if swapped else p_first_shown
+
+
+def apply_prior(labels: pd.DataFrame, prior: Sequence[float], asks_more_harmful: bool, method: str) -> pd.DataFrame:
+    """A labels table (``rlaif.label_pairs`` rows) with ``prior`` divided out of both orders' label
+    log-probs: p, the per-order p's and choices recomputed, the plain p kept as ``p_plain``, and
+    ``debiasing`` = {method, prior} on every row, so the switch is recorded in the output and
+    ``rlaif.summarize`` / ``analyze`` read the result like any labels table."""
+    out = labels.copy()
+    first = np.array([row if isinstance(row, (list, np.ndarray)) else [np.nan] * len(prior)
+                      for row in labels["logprobs_first_order"]], dtype=np.float64)
+    swapped = np.array([row if isinstance(row, (list, np.ndarray)) else [np.nan] * len(prior)
+                        for row in labels["logprobs_swapped_order"]], dtype=np.float64)
+    p_first = position_probs_to_p(divide_prior(first, prior), False, asks_more_harmful)
+    p_swapped = position_probs_to_p(divide_prior(swapped, prior), True, asks_more_harmful)
+    p = (p_first + p_swapped) / 2
+    finite = np.isfinite(p)
+    out["p_plain"] = labels["p"]
+    out["p_first_order"] = np.where(finite, p_first, np.nan)
+    out["p_swapped_order"] = np.where(finite, p_swapped, np.nan)
+    out["p"] = np.where(finite, p, np.nan)
+    out["ai_choice"] = [int(c) if ok else None for c, ok in zip(choice(np.where(finite, p, 0.5)), finite)]
+    out["position_first_order"] = [(1 if x >= 0.5 else 2) if ok else None for x, ok in zip(p_first, finite)]
+    out["position_swapped_order"] = [(1 if 1 - x >= 0.5 else 2) if ok else None for x, ok in zip(p_swapped, finite)]
+    out["debiasing"] = [{"method": method, "prior": [float(x) for x in prior]}] * len(out)
+    return out
 
 
 def logit(p: np.ndarray) -> np.ndarray:

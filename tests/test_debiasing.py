@@ -94,3 +94,28 @@ def test_abstention_curve_hand_computed():
     assert curve.loc[0.2, ["kept", "coverage", "alignment"]].tolist() == [2, 0.5, 0.5]   # 0.9 and 0.2
     assert curve.loc[0.35, ["kept", "coverage", "alignment"]].tolist() == [1, 0.25, 1.0]  # 0.9 only
     assert curve.loc[0.45, "kept"] == 0 and np.isnan(curve.loc[0.45, "alignment"])
+
+
+def test_apply_prior_relabels_a_labels_table_and_records_the_switch():
+    import rlaif
+    from fakes import FakeBackend
+
+    pairs = rlaif.load_pairs("examples", "examples")[:6]
+    backend = FakeBackend(first_bias=2.0)  # a strong pull toward whatever is shown first
+    template = rlaif.PromptTemplate("harmless")
+    labels = rlaif.label_pairs(pairs, backend, template, progress=False)
+    assert (labels["position_first_order"] == labels["position_swapped_order"]).mean() > 0.5
+    first = np.array(labels["logprobs_first_order"].tolist())
+    swapped = np.array(labels["logprobs_swapped_order"].tolist())
+    prior = debiasing.pride_prior(first, swapped)
+    assert prior[0] > 0.8
+    fixed = debiasing.apply_prior(labels, prior, template.asks_more_harmful, "pride")
+    expected_first = debiasing.position_probs_to_p(debiasing.divide_prior(first, prior), False, True)
+    assert fixed["p_first_order"].to_numpy() == pytest.approx(expected_first)
+    assert fixed["p"].to_numpy() == pytest.approx((fixed["p_first_order"] + fixed["p_swapped_order"]) / 2)
+    assert (fixed["p_plain"] == labels["p"]).all() and fixed["debiasing"][0] == {"method": "pride",
+                                                                                "prior": list(prior)}
+    # the position prior gone, the two orders agree more often than before
+    assert (fixed["position_first_order"] == fixed["position_swapped_order"]).mean() < \
+        (labels["position_first_order"] == labels["position_swapped_order"]).mean()
+    assert rlaif.summarize(fixed)["pairs_scored"] == 6
