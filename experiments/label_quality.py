@@ -1,0 +1,450 @@
+"""Label quality from small labelers: debiasing, calibration, pointwise scoring and ensembles, on human labels.
+
+    python experiments/label_quality.py                         # experiments/label_quality.yaml
+    python experiments/label_quality.py --config my.yaml --limit 40
+
+For each model and each human-labeled set: the pairs are split (seeded) into a
+fitting part and an evaluation part that never share a pair. The labeler runs
+"passes" over all pairs, resumably (RESULTS/raw/<model>/<dataset>/<pass>.jsonl):
+the plain base prompt in both orders, each label-word variant and each extra
+preamble in both orders, content-free prompts (both responses "N/A", ...) per
+prompt variant on contexts from the fitting part, and the 1-10 scorer on each
+response alone. Every method is then computed from those passes; anything it
+fits (a prior, a link slope, ensemble weights, a threshold) sees only the
+fitting part (``methods``), and every number in the table is on the evaluation
+part:
+
+- plain: base prompt, "1"/"2", swap-averaged (the reference);
+- calibrated: contextual calibration (content-free prior divided out per order);
+- calibrated_swap: the prior estimated from fitting pairs in both orders instead;
+- pride: PriDe, the fitting sample's position prior divided out of ONE order;
+- pointwise: sigmoid(a (s1 - s2)) from the two expected 1-10 scores, a fitted;
+- words:<variant> (and +cal): other label words / endings;
+- preamble:<name> (and +cal);
+- ensembles (mean, and fitted logistic stack) over label words, preambles, methods, models;
+- best: the method with the highest alignment on the fitting part, and best+abstain,
+  which keeps pairs with |p - 0.5| above a threshold chosen on the fitting part.
+
+Writes RESULTS/table.csv/.json/.md (alignment with 95% interval, kappa, ECE,
+position consistency, coverage, prompts and seconds per pair), abstention.csv,
+RESULTS/plots/*.png and config.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import rlaif
+from rlaif import debiasing, metrics
+from rlaif.experiment_config import read_config
+from rlaif.pairs import PreferencePair
+from rlaif.report import write_table
+from rlaif.soft_labels import candidate_probs
+
+HERE = Path(__file__).resolve().parent
+spec = importlib.util.spec_from_file_location("label_shared_data", HERE / "label_shared_data.py")
+label_shared_data = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(label_shared_data)
+DATASETS = {name: (fmt, relative, task) for name, fmt, relative, task in label_shared_data.DATASETS}
+
+CONFIG_KEYS = {"models", "datasets", "data_root", "limit", "fit_fraction", "seed", "chat_template", "content_free",
+               "content_free_contexts", "pride_sample", "label_words", "preambles", "min_coverage", "batch_size",
+               "max_batch_tokens", "results"}
+DEFAULTS = {"data_root": "../shared/data", "limit": 100, "fit_fraction": 0.5, "seed": 0, "chat_template": True,
+            "content_free": ["N/A", "[MASK]", ""], "content_free_contexts": 4, "pride_sample": 16,
+            "label_words": {}, "preambles": ["base"], "min_coverage": 0.5, "batch_size": 64,
+            "max_batch_tokens": 4096, "results": "results/label_quality"}
+TABLE_COLUMNS = ["model", "dataset", "method", "eval_pairs", "alignment", "ci_low", "ci_high", "kappa", "ece",
+                 "position_consistency", "coverage", "agrees_with_swap", "prompts_per_pair", "seconds_per_pair", "fit_alignment", "fitted"]
+
+
+def load_config(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(HERE / "label_quality.yaml"))
+    parser.add_argument("--limit", type=int, help="pairs per data set (fitting + evaluation)")
+    parser.add_argument("--results")
+    args = parser.parse_args(argv)
+    config = {**DEFAULTS, **read_config(args.config, CONFIG_KEYS)}
+    if args.limit:
+        config["limit"] = args.limit
+    if args.results:
+        config["results"] = args.results
+    unknown = set(config["datasets"]) - set(DATASETS)
+    if unknown:
+        raise SystemExit(f"{args.config}: unknown datasets {sorted(unknown)}; known: {sorted(DATASETS)}")
+    for name, words in config["label_words"].items():
+        if not isinstance(words, dict) or set(words) - {"labels", "names", "ending"}:
+            raise SystemExit(f"{args.config}: label_words.{name} must be a mapping of labels / names / ending")
+    return config
+
+
+def split(n: int, fit_fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of the fitting part (seeded); the rest is the evaluation part."""
+    order = np.random.default_rng(seed).permutation(n)
+    fit = np.zeros(n, dtype=bool)
+    fit[order[:int(round(fit_fraction * n))]] = True
+    return fit
+
+
+# --------------------------------------------------------------------------- passes (what the labeler runs)
+
+
+@dataclass
+class PairPass:
+    """One pairwise prompt variant over all pairs, and over the content-free pairs."""
+
+    logprobs_first: np.ndarray       # [n, 2]
+    logprobs_swapped: np.ndarray     # [n, 2]
+    content_free: np.ndarray         # [m, 2] (both orders of each content-free pair)
+    seconds: float                   # labeling the n pairs
+    asks_more_harmful: bool
+
+
+@dataclass
+class Passes:
+    pairwise: dict[str, PairPass] = field(default_factory=dict)   # "plain", "words:letters", "preamble:detailed"
+    scores: np.ndarray | None = None                              # [n, 2] expected 1-10 score of each response
+    score_seconds: float = 0.0
+
+
+def _logprobs(labels: pd.DataFrame, column: str) -> np.ndarray:
+    return np.array([row if isinstance(row, (list, np.ndarray)) else [np.nan, np.nan] for row in labels[column]],
+                    dtype=np.float64)
+
+
+def content_free_pairs(pairs: list[PreferencePair], fit: np.ndarray, contexts: int, fillers: list[str],
+                       seed: int) -> list[PreferencePair]:
+    """Both responses replaced by a filler that says nothing ("N/A"), on contexts from the fitting part only."""
+    chosen = np.random.default_rng(seed).permutation(np.flatnonzero(fit))[:contexts]
+    return [PreferencePair(f"content-free:{pairs[i].id}:{k}", pairs[i].context, filler, filler)
+            for i in sorted(chosen) for k, filler in enumerate(fillers)]
+
+
+def run_passes(pairs: list[PreferencePair], fit: np.ndarray, task: str, backend, config: dict, raw: Path) -> Passes:
+    """Label every pass resumably into ``raw``; the content-free pairs come from the fitting part."""
+    free = content_free_pairs(pairs, fit, config["content_free_contexts"], config["content_free"], config["seed"])
+    variants = {"plain": rlaif.PromptTemplate(task)}
+    for name, words in config["label_words"].items():
+        variants[f"words:{name}"] = rlaif.PromptTemplate(task, labels=words.get("labels"), names=words.get("names"),
+                                                         ending=words.get("ending"))
+    for preamble in config["preambles"]:
+        if preamble != "base":
+            variants[f"preamble:{preamble}"] = rlaif.PromptTemplate(task, preamble)
+    passes = Passes()
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, template in variants.items():
+        stem = name.replace(":", "_")
+        started = time.time()
+        labels = rlaif.label_pairs(pairs, backend, template, chat_template=config["chat_template"],
+                                   out=raw / f"{stem}.jsonl", progress=True)
+        seconds = time.time() - started
+        free_labels = rlaif.label_pairs(free, backend, template, chat_template=config["chat_template"],
+                                        out=raw / f"{stem}.content_free.jsonl", progress=False)
+        passes.pairwise[name] = PairPass(_logprobs(labels, "logprobs_first_order"),
+                                         _logprobs(labels, "logprobs_swapped_order"),
+                                         np.vstack([_logprobs(free_labels, "logprobs_first_order"),
+                                                    _logprobs(free_labels, "logprobs_swapped_order")]),
+                                         seconds, template.asks_more_harmful)
+    scorer = rlaif.DirectScorer(backend, rlaif.PromptTemplate(task), chat_template=config["chat_template"])
+    started = time.time()
+    scored = rlaif.score_pairs(pairs, scorer, out=raw / "pointwise.jsonl", progress=True)
+    passes.score_seconds = time.time() - started
+    passes.scores = scored[["score_1", "score_2"]].astype(float).to_numpy()
+    return passes
+
+
+# --------------------------------------------------------------------------- methods (fitted on the fitting part only)
+
+
+@dataclass
+class Method:
+    p: np.ndarray                    # P(response 1 preferred), every pair
+    p_first: np.ndarray              # per order (equal to p where a method has no order)
+    p_swapped: np.ndarray
+    cost: dict[str, tuple[float, float]]  # pass -> (prompts, seconds) per pair that the method uses of it
+    fitted: dict = field(default_factory=dict)
+    keep: np.ndarray | None = None   # abstention: the pairs it labels
+
+    @property
+    def prompts_per_pair(self) -> float:
+        return sum(prompts for prompts, _ in self.cost.values())
+
+    @property
+    def seconds_per_pair(self) -> float:
+        return sum(seconds for _, seconds in self.cost.values())
+
+
+def _pairwise(probs_first: np.ndarray, probs_swapped: np.ndarray, harmful: bool, cost: dict,
+              fitted: dict | None = None) -> Method:
+    first = debiasing.position_probs_to_p(probs_first, False, harmful)
+    swapped = debiasing.position_probs_to_p(probs_swapped, True, harmful)
+    return Method((first + swapped) / 2, first, swapped, cost, fitted or {})
+
+
+def _union_cost(members: list[Method]) -> dict[str, tuple[float, float]]:
+    """What an ensemble runs: each pass once, however many members read it."""
+    cost: dict[str, tuple[float, float]] = {}
+    for member in members:
+        for name, price in member.cost.items():
+            cost[name] = max(cost.get(name, price), price)
+    return cost
+
+
+def _mean_of(members: list[Method]) -> Method:
+    return Method(debiasing.mean_ensemble([m.p for m in members]),
+                  debiasing.mean_ensemble([m.p_first for m in members]),
+                  debiasing.mean_ensemble([m.p_swapped for m in members]), _union_cost(members),
+                  {"members": len(members)})
+
+
+def _stack_of(members: list[Method], human_fit: np.ndarray, fit: np.ndarray) -> Method:
+    weights = debiasing.fit_stack([m.p[fit] for m in members], human_fit)
+
+    def stacked(attr: str) -> np.ndarray:
+        return debiasing.apply_stack([getattr(m, attr) for m in members], weights)
+
+    return Method(stacked("p"), stacked("p_first"), stacked("p_swapped"), _union_cost(members),
+                  {"weights": [round(float(w), 4) for w in weights]})
+
+
+def methods(passes: Passes, human: np.ndarray, fit: np.ndarray, pride_sample: int, seed: int) -> dict[str, Method]:
+    """Every method's labels for every pair. Human labels are read only at ``fit`` rows, and priors,
+    link slopes and ensemble weights come from fitting rows only."""
+    n = len(human)
+    human_fit = human[fit]
+    out: dict[str, Method] = {}
+    calibrated: dict[str, Method] = {}
+    for name, run in passes.pairwise.items():
+        cost = {name: (2.0, run.seconds / n)}
+        out[name] = _pairwise(candidate_probs(run.logprobs_first), candidate_probs(run.logprobs_swapped),
+                              run.asks_more_harmful, cost)
+        prior = debiasing.label_prior(run.content_free)
+        calibrated[name] = out[f"{name}+cal"] = _pairwise(
+            debiasing.divide_prior(run.logprobs_first, prior), debiasing.divide_prior(run.logprobs_swapped, prior),
+            run.asks_more_harmful, cost, {"content_free_prior": [round(float(x), 4) for x in prior]})
+
+    plain = passes.pairwise["plain"]
+    plain_cost = {"plain": (2.0, plain.seconds / n)}
+    swap_prior = debiasing.pride_prior(plain.logprobs_first[fit], plain.logprobs_swapped[fit])
+    out["calibrated_swap"] = _pairwise(debiasing.divide_prior(plain.logprobs_first, swap_prior),
+                                       debiasing.divide_prior(plain.logprobs_swapped, swap_prior),
+                                       plain.asks_more_harmful, plain_cost,
+                                       {"swap_prior": [round(float(x), 4) for x in swap_prior]})
+    sample = np.sort(np.random.default_rng(seed).permutation(np.flatnonzero(fit))[:pride_sample])
+    prior = debiasing.pride_prior(plain.logprobs_first[sample], plain.logprobs_swapped[sample])
+    both = _pairwise(debiasing.divide_prior(plain.logprobs_first, prior),
+                     debiasing.divide_prior(plain.logprobs_swapped, prior), plain.asks_more_harmful, {})
+    # Outside the sample a pair is labeled in the first order only: half the prompts. The per-order
+    # numbers keep both orders corrected, so that position consistency says what the prior removal did.
+    out["pride"] = Method(both.p_first, both.p_first, both.p_swapped, {"plain": (1.0, plain.seconds / n / 2)},
+                          {"position_prior": [round(float(x), 4) for x in prior], "sample_pairs": len(sample)})
+
+    if passes.scores is not None:
+        difference = passes.scores[:, 0] - passes.scores[:, 1]
+        slope = debiasing.fit_score_link(difference[fit], human_fit)
+        p = debiasing.score_link_p(difference, slope)
+        out["pointwise"] = Method(p, p, p, {"pointwise": (2.0, passes.score_seconds / n)}, {"slope": round(slope, 4)})
+
+    pointwise = [out["pointwise"]] if "pointwise" in out else []
+    groups = {
+        "words": [m for name, m in calibrated.items() if name == "plain" or name.startswith("words:")],
+        "preambles": [m for name, m in calibrated.items() if name == "plain" or name.startswith("preamble:")],
+        "methods": [out["plain+cal"], out["calibrated_swap"]] + pointwise,
+        "all": list(calibrated.values()) + pointwise,
+    }
+    for group, members in groups.items():
+        if len(members) > 1:
+            out[f"ensemble:{group}"] = _mean_of(members)
+            out[f"ensemble:{group}:fitted"] = _stack_of(members, human_fit, fit)
+    return out
+
+
+def choose_best(candidates: dict[str, Method], human: np.ndarray, fit: np.ndarray, min_coverage: float) -> dict[str, Method]:
+    """"best": highest alignment on the fitting part; "best+abstain": it, keeping only pairs with |p - 0.5| above
+    the threshold that maximizes fitting-part alignment at coverage >= min_coverage."""
+    human_fit = human[fit]
+    scores = {name: _alignment(m.p[fit], human_fit) for name, m in candidates.items()}
+    name = max(scores, key=lambda k: (np.nan_to_num(scores[k], nan=-1), -candidates[k].prompts_per_pair))
+    best = candidates[name]
+    curve = debiasing.abstention_curve(best.p[fit], human_fit)
+    curve = curve[(curve["coverage"] >= min_coverage) & curve["alignment"].notna()]
+    threshold = float(curve.sort_values(["alignment", "coverage"], ascending=False)["threshold"].iloc[0]) \
+        if len(curve) else 0.0
+    chosen = Method(best.p, best.p_first, best.p_swapped, best.cost, {**best.fitted, "chosen": name})
+    abstain = Method(best.p, best.p_first, best.p_swapped, best.cost, {"chosen": name, "threshold": threshold},
+                     keep=np.abs(best.p - 0.5) > threshold)
+    return {"best": chosen, "best+abstain": abstain}
+
+
+def _agreement(p: np.ndarray, q: np.ndarray) -> float:
+    ok = np.isfinite(p) & np.isfinite(q)
+    return float(np.mean((p[ok] > 0.5) == (q[ok] > 0.5))) if ok.any() else float("nan")
+
+
+def _alignment(p: np.ndarray, human: np.ndarray) -> float:
+    ok = np.isfinite(p) & np.isin(human, (1, 2))
+    return float(np.mean(np.where(p[ok] > 0.5, 1, 2) == human[ok])) if ok.any() else float("nan")
+
+
+# --------------------------------------------------------------------------- metrics (evaluation part only)
+
+
+def labels_table(method: Method, human: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
+    """The method's labels on ``rows`` in the labels-table form ``rlaif.metrics`` reads."""
+    p = method.p[rows]
+    return pd.DataFrame({
+        "p": p, "human_choice": human[rows], "p_first_order": method.p_first[rows],
+        "p_swapped_order": method.p_swapped[rows],
+        "position_first_order": np.where(method.p_first[rows] >= 0.5, 1, 2),
+        "position_swapped_order": np.where(1 - method.p_swapped[rows] >= 0.5, 1, 2),
+    })
+
+
+def evaluate(method: Method, human: np.ndarray, fit: np.ndarray, plain: Method) -> dict:
+    """The table's numbers on the evaluation part; ``agrees_with_swap``: share of its decided pairs
+    where the method picks what the plain swap-averaged labeler picks (PriDe's check)."""
+    rows = ~fit
+    kept = rows if method.keep is None else rows & method.keep
+    labels = labels_table(method, human, kept)
+    ci = metrics.alignment_ci(labels)
+    bias = metrics.position_bias(labels)
+    scored_eval = np.isin(human[rows], (1, 2)) & np.isfinite(method.p[rows])
+    return {"eval_pairs": int(scored_eval.sum()), "alignment": ci["alignment"], "ci_low": ci["low"],
+            "ci_high": ci["high"], "kappa": metrics.ai_human_kappa(labels), "ece": metrics.calibration(labels)["ece"],
+            "position_consistency": 1 - bias["same_position"],
+            "coverage": ci["n"] / scored_eval.sum() if scored_eval.sum() else float("nan"),
+            "agrees_with_swap": _agreement(method.p[kept], plain.p[kept]),
+            "prompts_per_pair": method.prompts_per_pair, "seconds_per_pair": round(method.seconds_per_pair, 3),
+            "fit_alignment": _alignment(method.p[fit], human[fit]),
+            "fitted": json.dumps(method.fitted) if method.fitted else ""}
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def plot(table: pd.DataFrame, curves: pd.DataFrame, folder: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for (model, dataset), part in table.groupby(["model", "dataset"], sort=False):
+        fig, ax = plt.subplots(figsize=(7, 0.3 * len(part) + 1.2))
+        y = np.arange(len(part))
+        ax.errorbar(part["alignment"], y, xerr=[part["alignment"] - part["ci_low"], part["ci_high"] - part["alignment"]],
+                    fmt="o", capsize=3)
+        if (part["method"] == "plain").any():
+            ax.axvline(float(part.loc[part["method"] == "plain", "alignment"].iloc[0]), ls="--", c="gray")
+        ax.axvline(0.5, ls=":", c="k")
+        ax.set_yticks(y, part["method"])
+        ax.invert_yaxis()
+        ax.set_xlabel("alignment with human labels (evaluation part, 95% CI)")
+        ax.set_title(f"{model} on {dataset}")
+        fig.tight_layout()
+        path = folder / f"alignment_{model}_{dataset}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    if len(curves):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for (model, dataset, method), part in curves.groupby(["model", "dataset", "method"], sort=False):
+            ax.plot(part["coverage"], part["alignment"], marker=".", label=f"{model} {dataset} {method}")
+        ax.set_xlabel("coverage (share of pairs kept)")
+        ax.set_ylabel("alignment on kept pairs")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = folder / "abstention.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def main(argv=None, backends: dict | None = None) -> pd.DataFrame:
+    """Run the configured experiment; ``backends`` (model name -> backend) replaces loading, for tests."""
+    config = load_config(argv)
+    results = Path(config["results"])
+    results.mkdir(parents=True, exist_ok=True)
+    data = {}
+    for name in config["datasets"]:
+        fmt, relative, task = DATASETS[name]
+        pairs = list(rlaif.load_pairs(Path(config["data_root"]) / relative, fmt, limit=config["limit"]))
+        fit = split(len(pairs), config["fit_fraction"], config["seed"])
+        data[name] = (pairs, task, fit)
+    (results / "config.json").write_text(json.dumps({
+        **config, "rlaif_version": rlaif.__version__,
+        "splits": {name: {"fit_ids": [p.id for p, f in zip(pairs, fit) if f],
+                          "eval_ids": [p.id for p, f in zip(pairs, fit) if not f]}
+                   for name, (pairs, _, fit) in data.items()}}, indent=2, default=str) + "\n")
+
+    rows, curves, per_model = [], [], {}
+    for model in config["models"]:
+        if backends and model in backends:
+            backend = backends[model]
+        else:
+            import torch
+            backend = rlaif.TransformersBackend.from_pretrained(
+                model, device="cuda" if torch.cuda.is_available() else "cpu",
+                batch_size=config["batch_size"], max_batch_tokens=config["max_batch_tokens"])
+        for name, (pairs, task, fit) in data.items():
+            print(f"{model} / {name}: {len(pairs)} pairs ({fit.sum()} fitting, {(~fit).sum()} evaluation)")
+            human = np.array([np.nan if p.human_choice is None else p.human_choice for p in pairs], dtype=np.float64)
+            passes = run_passes(pairs, fit, task, backend, config, results / "raw" / model / name)
+            found = methods(passes, human, fit, config["pride_sample"], config["seed"])
+            found.update(choose_best(found, human, fit, config["min_coverage"]))
+            per_model[(model, name)] = found
+            rows += _rows(model, name, found, human, fit)
+            curves += _curves(model, name, found, human, fit)
+        del backend
+    if len(config["models"]) > 1:  # soft labels averaged over the catalogue's models
+        for name, (pairs, _, fit) in data.items():
+            human = np.array([np.nan if p.human_choice is None else p.human_choice for p in pairs], dtype=np.float64)
+            members = [replace(method, cost={f"{model}:{key}": price for key, price in method.cost.items()})
+                       for model in config["models"] for method in [per_model[(model, name)]["plain+cal"]]]
+            ensemble = {"ensemble:models": _mean_of(members),
+                        "ensemble:models:fitted": _stack_of(members, human[fit], fit)}
+            rows += _rows("+".join(config["models"]), name, ensemble, human, fit,
+                          per_model[(config["models"][0], name)]["plain"])
+
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    write_table(table, results / "table")
+    curve_table = pd.DataFrame(curves)
+    curve_table.to_csv(results / "abstention.csv", index=False)
+    plot(table, curve_table, results / "plots")
+    shown = table[["model", "dataset", "method", "alignment", "ci_low", "ci_high", "position_consistency", "coverage"]]
+    print(shown.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    print(f"\nwrote {results / 'table.md'}, table.csv/json, abstention.csv, plots/ and config.json")
+    return table
+
+
+def _rows(model: str, dataset: str, found: dict[str, Method], human: np.ndarray, fit: np.ndarray,
+          plain: Method | None = None) -> list[dict]:
+    plain = plain or found["plain"]
+    return [{"model": model, "dataset": dataset, "method": name, **evaluate(method, human, fit, plain)}
+            for name, method in found.items()]
+
+
+def _curves(model: str, dataset: str, found: dict[str, Method], human: np.ndarray, fit: np.ndarray) -> list[dict]:
+    out = []
+    for name in ("plain", "best"):
+        curve = debiasing.abstention_curve(found[name].p[~fit], human[~fit])
+        out += [{"model": model, "dataset": dataset, "method": name if name == "plain" else
+                 f"best ({found[name].fitted['chosen']})", **row} for row in curve.to_dict(orient="records")]
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""experiments/label_quality.py: the split, that nothing fitted sees an evaluation row, and a tiny real run."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from test_debiasing import biased_labeler
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments"))
+import label_quality  # noqa: E402
+
+from rlaif.pairs import PreferencePair  # noqa: E402
+
+
+def synthetic_passes(n=60, seed=0):
+    """Passes of a labeler with a position prior on top of real signal, and 1-10 scores that follow it."""
+    rng = np.random.default_rng(seed)
+    content = rng.uniform(0.05, 0.95, n)
+    human = np.where(rng.random(n) < content, 1, 2).astype(float)
+    passes = label_quality.Passes()
+    for name, prior in [("plain", [0.8, 0.2]), ("words:letters", [0.3, 0.7])]:
+        first, swapped = biased_labeler(prior, content)
+        free, _ = biased_labeler(prior, np.full(4, 0.5))
+        passes.pairwise[name] = label_quality.PairPass(first, swapped, free, seconds=float(n), asks_more_harmful=False)
+    passes.scores = np.column_stack([5 + 3 * content + rng.normal(0, 0.5, n), 5 + 3 * (1 - content)])
+    passes.score_seconds = float(n)
+    return passes, human
+
+
+def test_split_is_seeded_and_disjoint():
+    fit = label_quality.split(10, 0.5, seed=3)
+    assert fit.sum() == 5 and (label_quality.split(10, 0.5, seed=3) == fit).all()
+    assert not (label_quality.split(10, 0.5, seed=4) == fit).all()
+    pairs = [PreferencePair(f"p{i}", f"context {i}", "a", "b", 1) for i in range(10)]
+    free = label_quality.content_free_pairs(pairs, fit, contexts=3, fillers=["N/A", ""], seed=0)
+    fit_contexts = {pairs[i].context for i in np.flatnonzero(fit)}
+    assert len(free) == 6 and {p.context for p in free} <= fit_contexts
+    assert all(p.response_1 == p.response_2 for p in free) and {p.response_1 for p in free} == {"N/A", ""}
+
+
+def test_fitting_never_sees_evaluation_rows():
+    passes, human = synthetic_passes()
+    fit = label_quality.split(len(human), 0.5, seed=0)
+    found = label_quality.methods(passes, human, fit, pride_sample=8, seed=0)
+    found.update(label_quality.choose_best(found, human, fit, min_coverage=0.5))
+    flipped = human.copy()
+    flipped[~fit] = 3 - flipped[~fit]   # every evaluation label reversed
+    again = label_quality.methods(passes, flipped, fit, pride_sample=8, seed=0)
+    again.update(label_quality.choose_best(again, flipped, fit, min_coverage=0.5))
+    assert found.keys() == again.keys()
+    for name in found:
+        np.testing.assert_array_equal(found[name].p, again[name].p, err_msg=name)
+        assert found[name].fitted == again[name].fitted, name
+    # while the fitting labels do matter to what is fitted
+    moved = human.copy()
+    moved[fit] = 3 - moved[fit]
+    changed = label_quality.methods(passes, moved, fit, pride_sample=8, seed=0)
+    assert changed["pointwise"].fitted != found["pointwise"].fitted
+
+
+def test_methods_remove_the_prior_and_report_costs():
+    passes, human = synthetic_passes(n=200)
+    fit = label_quality.split(len(human), 0.5, seed=0)
+    found = label_quality.methods(passes, human, fit, pride_sample=16, seed=0)
+    assert json.loads(json.dumps(found["plain+cal"].fitted))["content_free_prior"] == pytest.approx([0.8, 0.2], abs=1e-4)
+    assert found["pride"].fitted["position_prior"] == pytest.approx([0.8, 0.2], abs=1e-4)
+    rows = {name: label_quality.evaluate(m, human, fit, found["plain"]) for name, m in found.items()}
+    # with the prior divided out each order alone agrees with the other: full position consistency
+    assert rows["plain+cal"]["position_consistency"] == 1.0 and rows["pride"]["position_consistency"] == 1.0
+    assert rows["pride"]["prompts_per_pair"] == 1 and rows["plain"]["prompts_per_pair"] == 2
+    assert rows["pointwise"]["position_consistency"] == 1.0
+    assert rows["plain"]["eval_pairs"] == 100 and rows["plain"]["coverage"] == 1.0
+    assert rows["plain"]["ci_low"] <= rows["plain"]["alignment"] <= rows["plain"]["ci_high"]
+    assert rows["pride"]["agrees_with_swap"] > 0.9
+    best = label_quality.choose_best(found, human, fit, min_coverage=0.5)
+    abstain = label_quality.evaluate(best["best+abstain"], human, fit, found["plain"])
+    assert 0.3 <= abstain["coverage"] <= 1.0 and best["best+abstain"].fitted["chosen"] in found
+
+
+@pytest.mark.model
+def test_label_quality_end_to_end_on_a_tiny_configuration(tmp_path, shared_data):
+    config = {"models": ["smollm2-135m"], "datasets": ["llmbar-natural", "hh-rlhf-harmless"],
+              "data_root": str(shared_data), "limit": 8, "fit_fraction": 0.5, "content_free_contexts": 1,
+              "content_free": ["N/A"], "pride_sample": 4, "label_words": {"letters": {"labels": ["A", "B"]}},
+              "preambles": ["base"], "results": str(tmp_path / "results")}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    table = label_quality.main(["--config", str(tmp_path / "config.yaml")])
+    results = tmp_path / "results"
+    expected = {"plain", "plain+cal", "words:letters", "words:letters+cal", "calibrated_swap", "pride", "pointwise",
+                "ensemble:words", "ensemble:words:fitted", "ensemble:methods", "ensemble:methods:fitted",
+                "ensemble:all", "ensemble:all:fitted", "best", "best+abstain"}
+    for dataset in config["datasets"]:
+        part = table[table["dataset"] == dataset]
+        assert set(part["method"]) == expected
+        assert (part["eval_pairs"] == 4).all()
+        assert ((part["ci_low"] <= part["alignment"]) & (part["alignment"] <= part["ci_high"])).all()
+    written = json.loads((results / "config.json").read_text())
+    for split in written["splits"].values():
+        assert len(split["fit_ids"]) == len(split["eval_ids"]) == 4 and not set(split["fit_ids"]) & set(split["eval_ids"])
+    assert len(pd.read_csv(results / "table.csv")) == len(table)
+    assert (results / "plots" / "abstention.png").is_file()
+    assert len(list((results / "plots").glob("alignment_*.png"))) == 2
+    # resumed: a second run reads every pass from disk and gives the same table
+    again = label_quality.main(["--config", str(tmp_path / "config.yaml")])
+    pd.testing.assert_frame_equal(table.drop(columns="seconds_per_pair"), again.drop(columns="seconds_per_pair"))
