@@ -154,7 +154,7 @@ def test_online_rl_calls_the_reward_and_the_monitor_records_the_curve(tiny_polic
     model, log = train_online(tiny_policy, reward, prompts, trainer=trainer, output_dir=tmp_path, callbacks=[curve],
                               settings={"num_generations": 2, "per_device_train_batch_size": 2,
                                         "max_completion_length": 5, "max_steps": 2, "beta": 0.05,
-                                        "learning_rate": 1e-3, "seed": 0})
+                                        "learning_rate": 1e-3, "seed": 0, "bf16": True})  # the wrapper case below
     assert list(log["step"]) == [1, 2] and log["rewards/length/mean"].notna().all()
     table = curve.table()
     assert list(table["step"]) == [0, 1, 2]
