@@ -36,6 +36,7 @@ import argparse
 import importlib.util
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -46,8 +47,9 @@ import rlaif
 from rlaif import debiasing, metrics
 from rlaif.experiment_config import read_config
 from rlaif.pairs import PreferencePair
+from rlaif.label_store import read_journal
 from rlaif.report import write_table
-from rlaif.soft_labels import candidate_probs
+from rlaif.soft_labels import candidate_probs, choice
 
 HERE = Path(__file__).resolve().parent
 spec = importlib.util.spec_from_file_location("label_shared_data", HERE / "label_shared_data.py")
@@ -106,6 +108,7 @@ class PairPass:
     content_free: np.ndarray         # [m, 2] (both orders of each content-free pair)
     seconds: float                   # labeling the n pairs
     asks_more_harmful: bool
+    content_free_seconds: float = 0.0
 
 
 @dataclass
@@ -128,9 +131,28 @@ def content_free_pairs(pairs: list[PreferencePair], fit: np.ndarray, contexts: i
             for i in sorted(chosen) for k, filler in enumerate(fillers)]
 
 
+def _rows_on_disk(out: Path) -> int:
+    return len(read_journal(out, repair=False)) if out.exists() else 0
+
+
+def timed_pass(out: Path, label: Callable[[], pd.DataFrame]) -> tuple[pd.DataFrame, float]:
+    """Run one resumable pass into ``out``: its rows, and seconds per pair labeled. A resumed pass reads
+    its rows from disk in no time, so the time and count of the pairs each run labeled are kept in
+    ``out``.timing.json and add up across runs (NaN when no run here labeled any)."""
+    timing_path = out.with_suffix(".timing.json")
+    timing = json.loads(timing_path.read_text()) if timing_path.exists() else {"seconds": 0.0, "pairs": 0}
+    before = _rows_on_disk(out)
+    started = time.time()
+    rows = label()
+    timing["seconds"] += time.time() - started
+    timing["pairs"] += _rows_on_disk(out) - before
+    timing_path.write_text(json.dumps(timing) + "\n")
+    return rows, timing["seconds"] / timing["pairs"] if timing["pairs"] else float("nan")
+
+
 def run_passes(pairs: list[PreferencePair], fit: np.ndarray, task: str, backend, config: dict, raw: Path) -> Passes:
     """Label every pass resumably into ``raw``; the content-free pairs come from the fitting part."""
-    free = content_free_pairs(pairs, fit, config["content_free_contexts"], config["content_free"], config["seed"])
+    free = content_free_pairs(pairs, fit, config["content_free_contexts"], config["content_free"], config["seed"] + 1)
     variants = {"plain": rlaif.PromptTemplate(task)}
     for name, words in config["label_words"].items():
         variants[f"words:{name}"] = rlaif.PromptTemplate(task, labels=words.get("labels"), names=words.get("names"),
@@ -140,23 +162,23 @@ def run_passes(pairs: list[PreferencePair], fit: np.ndarray, task: str, backend,
             variants[f"preamble:{preamble}"] = rlaif.PromptTemplate(task, preamble)
     passes = Passes()
     raw.mkdir(parents=True, exist_ok=True)
+    chat = config["chat_template"]
     for name, template in variants.items():
         stem = name.replace(":", "_")
-        started = time.time()
-        labels = rlaif.label_pairs(pairs, backend, template, chat_template=config["chat_template"],
-                                   out=raw / f"{stem}.jsonl", progress=True)
-        seconds = time.time() - started
-        free_labels = rlaif.label_pairs(free, backend, template, chat_template=config["chat_template"],
-                                        out=raw / f"{stem}.content_free.jsonl", progress=False)
+        labels, seconds = timed_pass(raw / f"{stem}.jsonl", lambda: rlaif.label_pairs(
+            pairs, backend, template, chat_template=chat, out=raw / f"{stem}.jsonl", progress=True))
+        free_labels, free_seconds = timed_pass(raw / f"{stem}.content_free.jsonl", lambda: rlaif.label_pairs(
+            free, backend, template, chat_template=chat, out=raw / f"{stem}.content_free.jsonl", progress=False))
         passes.pairwise[name] = PairPass(_logprobs(labels, "logprobs_first_order"),
                                          _logprobs(labels, "logprobs_swapped_order"),
                                          np.vstack([_logprobs(free_labels, "logprobs_first_order"),
                                                     _logprobs(free_labels, "logprobs_swapped_order")]),
-                                         seconds, template.asks_more_harmful)
-    scorer = rlaif.DirectScorer(backend, rlaif.PromptTemplate(task), chat_template=config["chat_template"])
-    started = time.time()
-    scored = rlaif.score_pairs(pairs, scorer, out=raw / "pointwise.jsonl", progress=True)
-    passes.score_seconds = time.time() - started
+                                         seconds * len(pairs), template.asks_more_harmful,
+                                         free_seconds * len(free))
+    scorer = rlaif.DirectScorer(backend, rlaif.PromptTemplate(task), chat_template=chat)
+    scored, seconds = timed_pass(raw / "pointwise.jsonl",
+                                 lambda: rlaif.score_pairs(pairs, scorer, out=raw / "pointwise.jsonl", progress=True))
+    passes.score_seconds = seconds * len(pairs)
     passes.scores = scored[["score_1", "score_2"]].astype(float).to_numpy()
     return passes
 
@@ -227,9 +249,11 @@ def methods(passes: Passes, human: np.ndarray, fit: np.ndarray, pride_sample: in
         out[name] = _pairwise(candidate_probs(run.logprobs_first), candidate_probs(run.logprobs_swapped),
                               run.asks_more_harmful, cost)
         prior = debiasing.label_prior(run.content_free)
+        # the content-free prompts are a one-off cost of the job, spread over its pairs
+        with_free = {**cost, f"{name}:content_free": (len(run.content_free) / n, run.content_free_seconds / n)}
         calibrated[name] = out[f"{name}+cal"] = _pairwise(
             debiasing.divide_prior(run.logprobs_first, prior), debiasing.divide_prior(run.logprobs_swapped, prior),
-            run.asks_more_harmful, cost, {"content_free_prior": [round(float(x), 4) for x in prior]})
+            run.asks_more_harmful, with_free, {"content_free_prior": [round(float(x), 4) for x in prior]})
 
     plain = passes.pairwise["plain"]
     plain_cost = {"plain": (2.0, plain.seconds / n)}
@@ -244,8 +268,11 @@ def methods(passes: Passes, human: np.ndarray, fit: np.ndarray, pride_sample: in
                      debiasing.divide_prior(plain.logprobs_swapped, prior), plain.asks_more_harmful, {})
     # Outside the sample a pair is labeled in the first order only: half the prompts. The per-order
     # numbers keep both orders corrected, so that position consistency says what the prior removal did.
-    out["pride"] = Method(both.p_first, both.p_first, both.p_swapped, {"plain": (1.0, plain.seconds / n / 2)},
-                          {"position_prior": [round(float(x), 4) for x in prior], "sample_pairs": len(sample)})
+    # The sample runs both orders, every other pair one: (n + sample) prompts instead of 2n.
+    share = (n + len(sample)) / (2 * n)
+    out["pride"] = Method(both.p_first, both.p_first, both.p_swapped, {"plain": (2 * share, plain.seconds / n * share)},
+                          {"position_prior": [round(float(x), 4) for x in prior], "sample_pairs": len(sample),
+                           "prompts_saved": round(1 - share, 4)})
 
     if passes.scores is not None:
         difference = passes.scores[:, 0] - passes.scores[:, 1]
@@ -286,12 +313,13 @@ def choose_best(candidates: dict[str, Method], human: np.ndarray, fit: np.ndarra
 
 def _agreement(p: np.ndarray, q: np.ndarray) -> float:
     ok = np.isfinite(p) & np.isfinite(q)
-    return float(np.mean((p[ok] > 0.5) == (q[ok] > 0.5))) if ok.any() else float("nan")
+    return float(np.mean(choice(p[ok]) == choice(q[ok]))) if ok.any() else float("nan")
 
 
 def _alignment(p: np.ndarray, human: np.ndarray) -> float:
+    """Share of rows with a human choice of 1 or 2 where the choice from p equals it (an exact 0.5 is a tie: wrong)."""
     ok = np.isfinite(p) & np.isin(human, (1, 2))
-    return float(np.mean(np.where(p[ok] > 0.5, 1, 2) == human[ok])) if ok.any() else float("nan")
+    return float(np.mean(choice(p[ok]) == human[ok])) if ok.any() else float("nan")
 
 
 # --------------------------------------------------------------------------- metrics (evaluation part only)
@@ -303,8 +331,10 @@ def labels_table(method: Method, human: np.ndarray, rows: np.ndarray) -> pd.Data
     return pd.DataFrame({
         "p": p, "human_choice": human[rows], "p_first_order": method.p_first[rows],
         "p_swapped_order": method.p_swapped[rows],
-        "position_first_order": np.where(method.p_first[rows] >= 0.5, 1, 2),
-        "position_swapped_order": np.where(1 - method.p_swapped[rows] >= 0.5, 1, 2),
+        # None where there is no label (a skipped row): never counted as a position preference
+        "position_first_order": [(1 if x >= 0.5 else 2) if np.isfinite(x) else None for x in method.p_first[rows]],
+        "position_swapped_order": [(1 if 1 - x >= 0.5 else 2) if np.isfinite(x) else None
+                                   for x in method.p_swapped[rows]],
     })
 
 
@@ -312,7 +342,8 @@ def evaluate(method: Method, human: np.ndarray, fit: np.ndarray, plain: Method) 
     """The table's numbers on the evaluation part; ``agrees_with_swap``: share of its decided pairs
     where the method picks what the plain swap-averaged labeler picks (PriDe's check)."""
     rows = ~fit
-    kept = rows if method.keep is None else rows & method.keep
+    kept_all = np.ones(len(fit), dtype=bool) if method.keep is None else method.keep
+    kept = rows & kept_all
     labels = labels_table(method, human, kept)
     ci = metrics.alignment_ci(labels)
     bias = metrics.position_bias(labels)
@@ -323,11 +354,16 @@ def evaluate(method: Method, human: np.ndarray, fit: np.ndarray, plain: Method) 
             "coverage": ci["n"] / scored_eval.sum() if scored_eval.sum() else float("nan"),
             "agrees_with_swap": _agreement(method.p[kept], plain.p[kept]),
             "prompts_per_pair": method.prompts_per_pair, "seconds_per_pair": round(method.seconds_per_pair, 3),
-            "fit_alignment": _alignment(method.p[fit], human[fit]),
+            "fit_alignment": _alignment(method.p[fit & kept_all], human[fit & kept_all]),
             "fitted": json.dumps(method.fitted) if method.fitted else ""}
 
 
 # --------------------------------------------------------------------------- plots
+
+
+def _file_name(model: str) -> str:
+    """A model name (catalogue, hub "org/name" or a folder) as one path component."""
+    return "".join(c if c.isalnum() or c in "-._" else "_" for c in model)
 
 
 def plot(table: pd.DataFrame, curves: pd.DataFrame, folder: Path) -> list[Path]:
@@ -351,7 +387,7 @@ def plot(table: pd.DataFrame, curves: pd.DataFrame, folder: Path) -> list[Path]:
         ax.set_xlabel("alignment with human labels (evaluation part, 95% CI)")
         ax.set_title(f"{model} on {dataset}")
         fig.tight_layout()
-        path = folder / f"alignment_{model}_{dataset}.png"
+        path = folder / f"alignment_{_file_name(model)}_{dataset}.png"
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
@@ -402,7 +438,7 @@ def main(argv=None, backends: dict | None = None) -> pd.DataFrame:
         for name, (pairs, task, fit) in data.items():
             print(f"{model} / {name}: {len(pairs)} pairs ({fit.sum()} fitting, {(~fit).sum()} evaluation)")
             human = np.array([np.nan if p.human_choice is None else p.human_choice for p in pairs], dtype=np.float64)
-            passes = run_passes(pairs, fit, task, backend, config, results / "raw" / model / name)
+            passes = run_passes(pairs, fit, task, backend, config, results / "raw" / _file_name(model) / name)
             found = methods(passes, human, fit, config["pride_sample"], config["seed"])
             found.update(choose_best(found, human, fit, config["min_coverage"]))
             per_model[(model, name)] = found

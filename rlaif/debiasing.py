@@ -100,7 +100,7 @@ def apply_prior(labels: pd.DataFrame, prior: Sequence[float], asks_more_harmful:
     out["ai_choice"] = [int(c) if ok else None for c, ok in zip(choice(np.where(finite, p, 0.5)), finite)]
     out["position_first_order"] = [(1 if x >= 0.5 else 2) if ok else None for x, ok in zip(p_first, finite)]
     out["position_swapped_order"] = [(1 if 1 - x >= 0.5 else 2) if ok else None for x, ok in zip(p_swapped, finite)]
-    out["debiasing"] = [{"method": method, "prior": [float(x) for x in prior]}] * len(out)
+    out["debiasing"] = [{"method": method, "prior": [float(x) for x in prior]} for _ in range(len(out))]
     return out
 
 

@@ -67,15 +67,21 @@ def test_fitting_never_sees_evaluation_rows():
 def test_methods_remove_the_prior_and_report_costs():
     passes, human = synthetic_passes(n=200)
     fit = label_quality.split(len(human), 0.5, seed=0)
+    skipped = np.flatnonzero(~fit)[:2]  # two evaluation rows the labeler could not label (too long, say)
+    for run in passes.pairwise.values():
+        run.logprobs_first[skipped] = np.nan
+        run.logprobs_swapped[skipped] = np.nan
     found = label_quality.methods(passes, human, fit, pride_sample=16, seed=0)
     assert json.loads(json.dumps(found["plain+cal"].fitted))["content_free_prior"] == pytest.approx([0.8, 0.2], abs=1e-4)
     assert found["pride"].fitted["position_prior"] == pytest.approx([0.8, 0.2], abs=1e-4)
     rows = {name: label_quality.evaluate(m, human, fit, found["plain"]) for name, m in found.items()}
     # with the prior divided out each order alone agrees with the other: full position consistency
     assert rows["plain+cal"]["position_consistency"] == 1.0 and rows["pride"]["position_consistency"] == 1.0
-    assert rows["pride"]["prompts_per_pair"] == 1 and rows["plain"]["prompts_per_pair"] == 2
-    assert rows["pointwise"]["position_consistency"] == 1.0
-    assert rows["plain"]["eval_pairs"] == 100 and rows["plain"]["coverage"] == 1.0
+    assert rows["pride"]["prompts_per_pair"] == pytest.approx(1 + 16 / 200) and rows["plain"]["prompts_per_pair"] == 2
+    assert found["pride"].fitted["prompts_saved"] == pytest.approx(1 - (200 + 16) / 400)
+    # calibration adds its content-free prompts (4 here), spread over the pairs
+    assert rows["plain+cal"]["prompts_per_pair"] == pytest.approx(2 + 4 / 200)
+    assert rows["plain"]["eval_pairs"] == 98 and rows["plain"]["coverage"] == 1.0  # the skipped rows are not scored
     assert rows["plain"]["ci_low"] <= rows["plain"]["alignment"] <= rows["plain"]["ci_high"]
     assert rows["pride"]["agrees_with_swap"] > 0.9
     best = label_quality.choose_best(found, human, fit, min_coverage=0.5)
@@ -90,7 +96,10 @@ def test_label_quality_end_to_end_on_a_tiny_configuration(tmp_path, shared_data)
               "content_free": ["N/A"], "pride_sample": 4, "label_words": {"letters": {"labels": ["A", "B"]}},
               "preambles": ["base"], "results": str(tmp_path / "results")}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    table = label_quality.main(["--config", str(tmp_path / "config.yaml")])
+    import rlaif
+
+    backends = {"smollm2-135m": rlaif.TransformersBackend.from_pretrained("smollm2-135m")}  # loaded once for both runs
+    table = label_quality.main(["--config", str(tmp_path / "config.yaml")], backends=backends)
     results = tmp_path / "results"
     expected = {"plain", "plain+cal", "words:letters", "words:letters+cal", "calibrated_swap", "pride", "pointwise",
                 "ensemble:words", "ensemble:words:fitted", "ensemble:methods", "ensemble:methods:fitted",
@@ -107,5 +116,5 @@ def test_label_quality_end_to_end_on_a_tiny_configuration(tmp_path, shared_data)
     assert (results / "plots" / "abstention.png").is_file()
     assert len(list((results / "plots").glob("alignment_*.png"))) == 2
     # resumed: a second run reads every pass from disk and gives the same table
-    again = label_quality.main(["--config", str(tmp_path / "config.yaml")])
+    again = label_quality.main(["--config", str(tmp_path / "config.yaml")], backends=backends)
     pd.testing.assert_frame_equal(table.drop(columns="seconds_per_pair"), again.drop(columns="seconds_per_pair"))
