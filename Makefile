@@ -59,7 +59,7 @@ demo: setup
 # Everything but vLLM in .venv, then the vLLM engine and server tests in .venv-vllm
 # (RLAIF_REQUIRE_VLLM=1: a missing vLLM fails there instead of skipping).
 test: setup setup-vllm
-	$(PY) -m pytest -m "not vllm"
+	$(PY) -m pytest -m "not vllm" --durations=15
 	RLAIF_REQUIRE_VLLM=1 $(VLLM_VENV)/bin/python -m pytest -m vllm
 
 clean:
