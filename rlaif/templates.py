@@ -115,7 +115,7 @@ class PromptTemplate:
     def fingerprint(self) -> str:
         """Hash of every file in the task folder and the shared parts, the labels and the preamble."""
         identity = (self.labels, self.asks_more_harmful, self.preamble)
-        if self.names != self.labels or self.ending_override is not None:  # default templates keep their hash
+        if self.names != self.labels or self.ending_override is not None:  # no override: the files alone, as before
             identity += (self.names, self.ending_override)
         digest = hashlib.sha256(repr(identity).encode())
         files = sorted(p for p in self.folder.iterdir() if p.is_file())
