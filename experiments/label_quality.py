@@ -118,11 +118,6 @@ class Passes:
     score_seconds: float = 0.0
 
 
-def _logprobs(labels: pd.DataFrame, column: str) -> np.ndarray:
-    return np.array([row if isinstance(row, (list, np.ndarray)) else [np.nan, np.nan] for row in labels[column]],
-                    dtype=np.float64)
-
-
 def content_free_pairs(pairs: list[PreferencePair], fit: np.ndarray, contexts: int, fillers: list[str],
                        seed: int) -> list[PreferencePair]:
     """Both responses replaced by a filler that says nothing ("N/A"), on contexts from the fitting part only."""
@@ -169,10 +164,10 @@ def run_passes(pairs: list[PreferencePair], fit: np.ndarray, task: str, backend,
             pairs, backend, template, chat_template=chat, out=raw / f"{stem}.jsonl", progress=True))
         free_labels, free_seconds = timed_pass(raw / f"{stem}.content_free.jsonl", lambda: rlaif.label_pairs(
             free, backend, template, chat_template=chat, out=raw / f"{stem}.content_free.jsonl", progress=False))
-        passes.pairwise[name] = PairPass(_logprobs(labels, "logprobs_first_order"),
-                                         _logprobs(labels, "logprobs_swapped_order"),
-                                         np.vstack([_logprobs(free_labels, "logprobs_first_order"),
-                                                    _logprobs(free_labels, "logprobs_swapped_order")]),
+        passes.pairwise[name] = PairPass(debiasing.logprobs_column(labels, "logprobs_first_order"),
+                                         debiasing.logprobs_column(labels, "logprobs_swapped_order"),
+                                         np.vstack([debiasing.logprobs_column(free_labels, "logprobs_first_order"),
+                                                    debiasing.logprobs_column(free_labels, "logprobs_swapped_order")]),
                                          seconds * len(pairs), template.asks_more_harmful,
                                          free_seconds * len(free))
     scorer = rlaif.DirectScorer(backend, rlaif.PromptTemplate(task), chat_template=chat)

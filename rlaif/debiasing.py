@@ -79,16 +79,21 @@ def position_probs_to_p(shown_first_probs: np.ndarray, swapped: bool, asks_more_
     return 1.0 - p_first_shown if swapped else p_first_shown
 
 
+def logprobs_column(labels: pd.DataFrame, column: str, candidates: int = 2) -> np.ndarray:
+    """A labels table's per-row label log-probs as an [n, candidates] array; NaN rows where the
+    labeler wrote none (skipped or failed rows)."""
+    return np.array([row if isinstance(row, (list, np.ndarray)) else [np.nan] * candidates
+                     for row in labels[column]], dtype=np.float64)
+
+
 def apply_prior(labels: pd.DataFrame, prior: Sequence[float], asks_more_harmful: bool, method: str) -> pd.DataFrame:
     """A labels table (``rlaif.label_pairs`` rows) with ``prior`` divided out of both orders' label
     log-probs: p, the per-order p's and choices recomputed, the plain p kept as ``p_plain``, and
     ``debiasing`` = {method, prior} on every row, so the switch is recorded in the output and
     ``rlaif.summarize`` / ``analyze`` read the result like any labels table."""
     out = labels.copy()
-    first = np.array([row if isinstance(row, (list, np.ndarray)) else [np.nan] * len(prior)
-                      for row in labels["logprobs_first_order"]], dtype=np.float64)
-    swapped = np.array([row if isinstance(row, (list, np.ndarray)) else [np.nan] * len(prior)
-                        for row in labels["logprobs_swapped_order"]], dtype=np.float64)
+    first = logprobs_column(labels, "logprobs_first_order", len(prior))
+    swapped = logprobs_column(labels, "logprobs_swapped_order", len(prior))
     p_first = position_probs_to_p(divide_prior(first, prior), False, asks_more_harmful)
     p_swapped = position_probs_to_p(divide_prior(swapped, prior), True, asks_more_harmful)
     p = (p_first + p_swapped) / 2
