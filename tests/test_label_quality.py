@@ -44,16 +44,29 @@ def test_split_is_seeded_and_disjoint():
     assert all(p.response_1 == p.response_2 for p in free) and {p.response_1 for p in free} == {"N/A", ""}
 
 
+@pytest.mark.parametrize("name", ["label_quality.yaml", "label_quality_1.5b.yaml"])
+def test_shipped_configs_load_and_command_line_overrides_win(name):
+    path = str(REPO / "experiments" / name)
+    config = label_quality.load_config(["--config", path])
+    assert set(config) == label_quality.CONFIG_KEYS and set(config["datasets"]) <= set(label_quality.DATASETS)
+    again = label_quality.load_config(["--config", path, "--models", "a", "b", "--datasets", "hhh-helpful", "--limit", "7"])
+    assert again["models"] == ["a", "b"] and again["datasets"] == ["hhh-helpful"] and again["limit"] == 7
+    with pytest.raises(SystemExit, match="unknown datasets"):
+        label_quality.load_config(["--config", path, "--datasets", "nope"])
+
+
 def test_fitting_never_sees_evaluation_rows():
     passes, human = synthetic_passes()
     fit = label_quality.split(len(human), 0.5, seed=0)
     found = label_quality.methods(passes, human, fit, pride_sample=8, seed=0)
-    found.update(label_quality.choose_best(found, human, fit, min_coverage=0.5))
+    cv = label_quality.cross_validated_alignment(passes, human, fit, pride_sample=8, seed=0)
+    found.update(label_quality.choose_best(found, cv, human, fit, min_coverage=0.5))
     flipped = human.copy()
     flipped[~fit] = 3 - flipped[~fit]   # every evaluation label reversed
     again = label_quality.methods(passes, flipped, fit, pride_sample=8, seed=0)
-    again.update(label_quality.choose_best(again, flipped, fit, min_coverage=0.5))
-    assert found.keys() == again.keys()
+    cv_again = label_quality.cross_validated_alignment(passes, flipped, fit, pride_sample=8, seed=0)
+    again.update(label_quality.choose_best(again, cv_again, flipped, fit, min_coverage=0.5))
+    assert found.keys() == again.keys() and cv == cv_again
     for name in found:
         np.testing.assert_array_equal(found[name].p, again[name].p, err_msg=name)
         assert found[name].fitted == again[name].fitted, name
@@ -84,9 +97,29 @@ def test_methods_remove_the_prior_and_report_costs():
     assert rows["plain"]["eval_pairs"] == 98 and rows["plain"]["coverage"] == 1.0  # the skipped rows are not scored
     assert rows["plain"]["ci_low"] <= rows["plain"]["alignment"] <= rows["plain"]["ci_high"]
     assert rows["pride"]["agrees_with_swap"] > 0.9
-    best = label_quality.choose_best(found, human, fit, min_coverage=0.5)
+    cv = label_quality.cross_validated_alignment(passes, human, fit, pride_sample=16, seed=0)
+    best = label_quality.choose_best(found, cv, human, fit, min_coverage=0.5)
+    assert best["best"].fitted["chosen"] == max(cv, key=lambda k: (cv[k], -found[k].prompts_per_pair))
     abstain = label_quality.evaluate(best["best+abstain"], human, fit, found["plain"])
     assert 0.3 <= abstain["coverage"] <= 1.0 and best["best+abstain"].fitted["chosen"] in found
+
+
+def test_best_is_chosen_out_of_fold():
+    """With human labels unrelated to the labeler, a stack fitted on the fitting part fits their noise:
+    in-sample it looks better than it is, out of fold it does not. Choosing by the in-sample number
+    would favour the stack."""
+    in_sample, out_of_fold = [], []
+    for seed in range(4):
+        passes, _ = synthetic_passes(n=60, seed=seed)
+        human = np.where(np.random.default_rng(100 + seed).random(60) < 0.5, 1, 2).astype(float)
+        fit = label_quality.split(60, 0.5, seed=0)
+        found = label_quality.methods(passes, human, fit, pride_sample=8, seed=0)
+        cv = label_quality.cross_validated_alignment(passes, human, fit, pride_sample=8, seed=0)
+        in_sample.append(label_quality._alignment(found["ensemble:all:fitted"].p[fit], human[fit]))
+        out_of_fold.append(cv["ensemble:all:fitted"])
+        # a method that fits nothing labels every pair the same in or out of fold
+        assert cv["plain"] == label_quality._alignment(found["plain"].p[fit], human[fit])
+    assert np.mean(out_of_fold) < np.mean(in_sample) - 0.05
 
 
 @pytest.mark.model
