@@ -27,7 +27,8 @@ part:
   method refitted without the fold it labels), and best+abstain,
   which keeps pairs with |p - 0.5| above a threshold chosen on the fitting part.
 
-Writes RESULTS/table.csv/.json/.md (alignment with 95% interval, kappa, ECE,
+Writes RESULTS/table.csv/.json/.md (alignment with 95% interval, the gain over plain on the same
+pairs with a paired 95% interval, kappa, ECE,
 position consistency, coverage, prompts and seconds per pair), abstention.csv,
 RESULTS/plots/*.png and config.json.
 """
@@ -66,7 +67,8 @@ DEFAULTS = {"data_root": "../shared/data", "limit": 100, "fit_fraction": 0.5, "s
             "content_free": ["N/A", "[MASK]", ""], "content_free_contexts": 4, "pride_sample": 16,
             "label_words": {}, "preambles": ["base"], "min_coverage": 0.5, "batch_size": 64,
             "max_batch_tokens": 4096, "dtype": "float32", "results": "results/label_quality"}
-TABLE_COLUMNS = ["model", "dataset", "method", "eval_pairs", "alignment", "ci_low", "ci_high", "kappa", "ece",
+TABLE_COLUMNS = ["model", "dataset", "method", "eval_pairs", "alignment", "ci_low", "ci_high", "gain_vs_plain", "gain_low",
+                 "gain_high", "kappa", "ece",
                  "position_consistency", "coverage", "agrees_with_swap", "prompts_per_pair", "seconds_per_pair", "fit_alignment", "fit_alignment_cv", "fitted"]
 
 
@@ -356,8 +358,10 @@ def labels_table(method: Method, human: np.ndarray, rows: np.ndarray) -> pd.Data
 
 
 def evaluate(method: Method, human: np.ndarray, fit: np.ndarray, plain: Method) -> dict:
-    """The table's numbers on the evaluation part; ``agrees_with_swap``: share of its decided pairs
-    where the method picks what the plain swap-averaged labeler picks (PriDe's check)."""
+    """The table's numbers on the evaluation part; ``gain_vs_plain``: its alignment minus the plain
+    labeler's on the same (kept) pairs, with a paired bootstrap interval (a gain is shown when
+    ``gain_low`` > 0); ``agrees_with_swap``: share of its decided pairs where the method picks what the
+    plain swap-averaged labeler picks (PriDe's check)."""
     rows = ~fit
     kept_all = np.ones(len(fit), dtype=bool) if method.keep is None else method.keep
     kept = rows & kept_all
@@ -365,8 +369,11 @@ def evaluate(method: Method, human: np.ndarray, fit: np.ndarray, plain: Method) 
     ci = metrics.alignment_ci(labels)
     bias = metrics.position_bias(labels)
     scored_eval = np.isin(human[rows], (1, 2)) & np.isfinite(method.p[rows])
+    both = kept & np.isin(human, (1, 2)) & np.isfinite(method.p) & np.isfinite(plain.p)
+    gain = metrics.paired_difference_ci(choice(method.p[both]) == human[both], choice(plain.p[both]) == human[both])
     return {"eval_pairs": int(scored_eval.sum()), "alignment": ci["alignment"], "ci_low": ci["low"],
-            "ci_high": ci["high"], "kappa": metrics.ai_human_kappa(labels), "ece": metrics.calibration(labels)["ece"],
+            "ci_high": ci["high"], "gain_vs_plain": gain["difference"], "gain_low": gain["low"],
+            "gain_high": gain["high"], "kappa": metrics.ai_human_kappa(labels), "ece": metrics.calibration(labels)["ece"],
             "position_consistency": 1 - bias["same_position"],
             "coverage": ci["n"] / scored_eval.sum() if scored_eval.sum() else float("nan"),
             "agrees_with_swap": _agreement(method.p[kept], plain.p[kept]),
@@ -478,7 +485,8 @@ def main(argv=None, backends: dict | None = None) -> pd.DataFrame:
     curve_table = pd.DataFrame(curves)
     curve_table.to_csv(results / "abstention.csv", index=False)
     plot(table, curve_table, results / "plots")
-    shown = table[["model", "dataset", "method", "alignment", "ci_low", "ci_high", "position_consistency", "coverage"]]
+    shown = table[["model", "dataset", "method", "alignment", "ci_low", "ci_high", "gain_low", "position_consistency",
+                   "coverage"]]
     print(shown.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     print(f"\nwrote {results / 'table.md'}, table.csv/json, abstention.csv, plots/ and config.json")
     return table

@@ -97,6 +97,11 @@ def test_methods_remove_the_prior_and_report_costs():
     assert rows["plain"]["eval_pairs"] == 98 and rows["plain"]["coverage"] == 1.0  # the skipped rows are not scored
     assert rows["plain"]["ci_low"] <= rows["plain"]["alignment"] <= rows["plain"]["ci_high"]
     assert rows["pride"]["agrees_with_swap"] > 0.9
+    assert rows["plain"]["gain_vs_plain"] == rows["plain"]["gain_low"] == 0.0
+    right = lambda m: (m.p[~fit] > 0.5) == (human[~fit] == 1)  # noqa: E731 (no eval p is exactly 0.5 here)
+    ok = np.isfinite(found["plain"].p[~fit])
+    assert rows["pointwise"]["gain_vs_plain"] == pytest.approx(np.mean(right(found["pointwise"])[ok])
+                                                               - np.mean(right(found["plain"])[ok]))
     cv = label_quality.cross_validated_alignment(passes, human, fit, pride_sample=16, seed=0)
     best = label_quality.choose_best(found, cv, human, fit, min_coverage=0.5)
     assert best["best"].fitted["chosen"] == max(cv, key=lambda k: (cv[k], -found[k].prompts_per_pair))

@@ -138,6 +138,23 @@ def test_bootstrap_interval_coverage():
     assert 0.90 <= covered / repeats <= 0.99
 
 
+def test_paired_difference_ci_by_hand_and_narrower_than_unpaired():
+    same = metrics.paired_difference_ci([1, 0, 1, 1], [1, 0, 1, 1])
+    assert same == {"difference": 0.0, "low": 0.0, "high": 0.0, "n": 4}
+    rng = np.random.default_rng(0)
+    b = rng.random(60) < 0.55
+    a = b.copy()
+    a[np.flatnonzero(~b)[:6]] = True          # a gets right 6 pairs b gets wrong, and nothing else differs
+    paired = metrics.paired_difference_ci(a, b, seed=1)
+    assert paired["difference"] == pytest.approx(6 / 60) and paired["low"] > 0  # every resample: d >= 0
+    separate = [metrics.alignment_ci(pd.DataFrame({"p": np.where(x, 0.9, 0.1), "human_choice": 1}), seed=1)
+                for x in (a, b)]
+    assert separate[0]["low"] < separate[1]["high"]    # the two intervals overlap: unpaired, no verdict
+    assert paired == metrics.paired_difference_ci(a, b, seed=1)
+    with pytest.raises(ValueError, match="one entry per pair"):
+        metrics.paired_difference_ci([1, 0], [1])
+
+
 def test_alignment_by_group():
     labels = pd.concat([HAND.assign(task="a"), table([(0.9, 2), (0.8, 1)]).assign(task="b"),
                         table([(None, 1)]).assign(task="c")], ignore_index=True)
