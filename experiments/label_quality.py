@@ -52,7 +52,7 @@ from rlaif.experiment_config import read_config
 from rlaif.pairs import PreferencePair
 from rlaif.label_store import read_journal
 from rlaif.report import write_table
-from rlaif.soft_labels import candidate_probs, choice
+from rlaif.soft_labels import candidate_probs, choice, preferred_positions, swap_average_probs
 
 HERE = Path(__file__).resolve().parent
 spec = importlib.util.spec_from_file_location("label_shared_data", HERE / "label_shared_data.py")
@@ -208,9 +208,8 @@ class Method:
 
 def _pairwise(probs_first: np.ndarray, probs_swapped: np.ndarray, harmful: bool, cost: dict,
               fitted: dict | None = None) -> Method:
-    first = debiasing.position_probs_to_p(probs_first, False, harmful)
-    swapped = debiasing.position_probs_to_p(probs_swapped, True, harmful)
-    return Method((first + swapped) / 2, first, swapped, cost, fitted or {})
+    soft = swap_average_probs(probs_first, probs_swapped, harmful)
+    return Method(soft["p"], soft["p_first_order"], soft["p_swapped_order"], cost, fitted or {})
 
 
 def _union_cost(members: list[Method]) -> dict[str, tuple[float, float]]:
@@ -346,14 +345,13 @@ def _alignment(p: np.ndarray, human: np.ndarray) -> float:
 
 def labels_table(method: Method, human: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
     """The method's labels on ``rows`` in the labels-table form ``rlaif.metrics`` reads."""
-    p = method.p[rows]
+    first, swapped = method.p_first[rows], method.p_swapped[rows]
+    positions = preferred_positions(first, swapped)
+    # None where there is no label (a skipped row): never counted as a position preference
     return pd.DataFrame({
-        "p": p, "human_choice": human[rows], "p_first_order": method.p_first[rows],
-        "p_swapped_order": method.p_swapped[rows],
-        # None where there is no label (a skipped row): never counted as a position preference
-        "position_first_order": [(1 if x >= 0.5 else 2) if np.isfinite(x) else None for x in method.p_first[rows]],
-        "position_swapped_order": [(1 if 1 - x >= 0.5 else 2) if np.isfinite(x) else None
-                                   for x in method.p_swapped[rows]],
+        "p": method.p[rows], "human_choice": human[rows], "p_first_order": first, "p_swapped_order": swapped,
+        "position_first_order": [int(x) if np.isfinite(p) else None for x, p in zip(positions[0], first)],
+        "position_swapped_order": [int(x) if np.isfinite(p) else None for x, p in zip(positions[1], swapped)],
     })
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special
 
-from rlaif.soft_labels import candidate_probs, choice
+from rlaif.soft_labels import candidate_probs, swap_average_probs
 
 #: Probabilities are clipped to [EPS, 1 - EPS] before logs and logits.
 EPS = 1e-6
@@ -73,12 +73,6 @@ def pride_prior(logprobs_first_order: np.ndarray, logprobs_swapped_order: np.nda
     return per_pair.mean(axis=0)
 
 
-def position_probs_to_p(shown_first_probs: np.ndarray, swapped: bool, asks_more_harmful: bool) -> np.ndarray:
-    """P(response 1 preferred) from one order's [n, 2] position probabilities (see rlaif.soft_labels)."""
-    p_first_shown = shown_first_probs[:, 1] if asks_more_harmful else shown_first_probs[:, 0]
-    return 1.0 - p_first_shown if swapped else p_first_shown
-
-
 def logprobs_column(labels: pd.DataFrame, column: str, candidates: int = 2) -> np.ndarray:
     """A labels table's per-row label log-probs as an [n, candidates] array; NaN rows where the
     labeler wrote none (skipped or failed rows)."""
@@ -94,17 +88,13 @@ def apply_prior(labels: pd.DataFrame, prior: Sequence[float], asks_more_harmful:
     out = labels.copy()
     first = logprobs_column(labels, "logprobs_first_order", len(prior))
     swapped = logprobs_column(labels, "logprobs_swapped_order", len(prior))
-    p_first = position_probs_to_p(divide_prior(first, prior), False, asks_more_harmful)
-    p_swapped = position_probs_to_p(divide_prior(swapped, prior), True, asks_more_harmful)
-    p = (p_first + p_swapped) / 2
-    finite = np.isfinite(p)
+    soft = swap_average_probs(divide_prior(first, prior), divide_prior(swapped, prior), asks_more_harmful)
+    finite = np.isfinite(soft["p"])
     out["p_plain"] = labels["p"]
-    out["p_first_order"] = np.where(finite, p_first, np.nan)
-    out["p_swapped_order"] = np.where(finite, p_swapped, np.nan)
-    out["p"] = np.where(finite, p, np.nan)
-    out["ai_choice"] = [int(c) if ok else None for c, ok in zip(choice(np.where(finite, p, 0.5)), finite)]
-    out["position_first_order"] = [(1 if x >= 0.5 else 2) if ok else None for x, ok in zip(p_first, finite)]
-    out["position_swapped_order"] = [(1 if 1 - x >= 0.5 else 2) if ok else None for x, ok in zip(p_swapped, finite)]
+    for column in ("p_first_order", "p_swapped_order", "p"):
+        out[column] = np.where(finite, soft[column], np.nan)
+    for column in ("ai_choice", "position_first_order", "position_swapped_order"):  # None: no label (skipped row)
+        out[column] = [int(c) if ok else None for c, ok in zip(soft[column], finite)]
     out["debiasing"] = [{"method": method, "prior": [float(x) for x in prior]} for _ in range(len(out))]
     return out
 

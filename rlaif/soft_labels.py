@@ -29,8 +29,11 @@ def candidate_mass(logprobs: np.ndarray) -> np.ndarray:
 
 def p_shown_first(logprobs: np.ndarray, asks_more_harmful: bool = False) -> np.ndarray:
     """P(the response shown first is preferred), from [n, 2] log-probs of (label_first, label_second)."""
-    probs = candidate_probs(logprobs)
-    return probs[:, 1] if asks_more_harmful else probs[:, 0]
+    return _shown_first(candidate_probs(logprobs), asks_more_harmful)
+
+
+def _shown_first(position_probs: np.ndarray, asks_more_harmful: bool) -> np.ndarray:
+    return position_probs[:, 1] if asks_more_harmful else position_probs[:, 0]
 
 
 def swap_average(logprobs_first_order: np.ndarray, logprobs_swapped_order: np.ndarray,
@@ -40,18 +43,27 @@ def swap_average(logprobs_first_order: np.ndarray, logprobs_swapped_order: np.nd
     In the swapped order response 1 is shown second, so its probability is
     1 - P(shown first preferred). Averaging the two cancels a pure position bias.
     """
-    first = p_shown_first(logprobs_first_order, asks_more_harmful)
-    swapped = 1.0 - p_shown_first(logprobs_swapped_order, asks_more_harmful)
+    return swap_average_probs(candidate_probs(logprobs_first_order), candidate_probs(logprobs_swapped_order),
+                              asks_more_harmful)
+
+
+def swap_average_probs(probs_first_order: np.ndarray, probs_swapped_order: np.ndarray,
+                       asks_more_harmful: bool = False) -> dict[str, np.ndarray]:
+    """``swap_average`` from [n, 2] probabilities of the two positions in each order (rows summing to 1,
+    e.g. after a prior was divided out, ``rlaif.debiasing``). Positions of a NaN row are undefined."""
+    first = _shown_first(np.asarray(probs_first_order, dtype=np.float64), asks_more_harmful)
+    swapped = 1.0 - _shown_first(np.asarray(probs_swapped_order, dtype=np.float64), asks_more_harmful)
     p = (first + swapped) / 2.0
-    return {
-        "p_first_order": first,
-        "p_swapped_order": swapped,
-        "p": p,
-        "ai_choice": choice(p),
-        # Position (1 = shown first, 2 = shown second) the labeler preferred in each order.
-        "position_first_order": np.where(first >= 0.5, 1, 2),
-        "position_swapped_order": np.where(1.0 - swapped >= 0.5, 1, 2),
-    }
+    position_first, position_swapped = preferred_positions(first, swapped)
+    return {"p_first_order": first, "p_swapped_order": swapped, "p": p, "ai_choice": choice(p),
+            "position_first_order": position_first, "position_swapped_order": position_swapped}
+
+
+def preferred_positions(p_first_order: np.ndarray, p_swapped_order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The position (1 = shown first, 2 = shown second) preferred in each order, from each order's
+    P(response 1 preferred); the same position in both orders is a position preference."""
+    return (np.where(np.asarray(p_first_order) >= 0.5, 1, 2),
+            np.where(1.0 - np.asarray(p_swapped_order) >= 0.5, 1, 2))
 
 
 def choice(p: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from rlaif import debiasing
-from rlaif.soft_labels import swap_average
+from rlaif.soft_labels import candidate_probs, swap_average, swap_average_probs
 
 
 def biased_labeler(prior, content_first, mass=0.3):
@@ -54,12 +54,16 @@ def test_a_perfectly_biased_labeler_gives_one_half():
     assert debiasing.divide_prior(first, debiasing.label_prior(first[:2])) == pytest.approx(np.full((5, 2), 0.5))
 
 
-def test_position_probs_to_p_follows_the_swap_convention():
+def test_swap_average_probs_follows_the_swap_convention():
     probs = np.array([[0.8, 0.2]])
-    assert debiasing.position_probs_to_p(probs, False, False) == pytest.approx([0.8])
-    assert debiasing.position_probs_to_p(probs, True, False) == pytest.approx([0.2])   # response 1 shown second
-    assert debiasing.position_probs_to_p(probs, False, True) == pytest.approx([0.2])   # "more harmful" question
-    assert debiasing.position_probs_to_p(probs, True, True) == pytest.approx([0.8])
+    plain = swap_average_probs(probs, probs)
+    assert plain["p_first_order"] == pytest.approx([0.8]) and plain["p_swapped_order"] == pytest.approx([0.2])
+    harmful = swap_average_probs(probs, probs, asks_more_harmful=True)   # "which is more harmful?"
+    assert harmful["p_first_order"] == pytest.approx([0.2]) and harmful["p_swapped_order"] == pytest.approx([0.8])
+    # from log-probs it is swap_average, whose hand-computed cases are in test_soft_labels
+    logprobs = np.log(np.array([[0.06, 0.02], [0.01, 0.03]]))
+    for key, value in swap_average(logprobs, logprobs[::-1]).items():
+        assert swap_average_probs(candidate_probs(logprobs), candidate_probs(logprobs[::-1]))[key] == pytest.approx(value)
 
 
 def test_score_link_slope_is_recovered_and_zero_without_signal():
@@ -110,7 +114,7 @@ def test_apply_prior_relabels_a_labels_table_and_records_the_switch():
     prior = debiasing.pride_prior(first, swapped)
     assert prior[0] > 0.8
     fixed = debiasing.apply_prior(labels, prior, template.asks_more_harmful, "pride")
-    expected_first = debiasing.position_probs_to_p(debiasing.divide_prior(first, prior), False, True)
+    expected_first = 1 - debiasing.divide_prior(first, prior)[:, 0]  # "more harmful": label 2 = response 1
     assert fixed["p_first_order"].to_numpy() == pytest.approx(expected_first)
     assert fixed["p"].to_numpy() == pytest.approx((fixed["p_first_order"] + fixed["p_swapped_order"]) / 2)
     assert (fixed["p_plain"] == labels["p"]).all() and fixed["debiasing"][0] == {"method": "pride",
