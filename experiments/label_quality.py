@@ -22,7 +22,8 @@ part:
 - pointwise: sigmoid(a (s1 - s2)) from the two expected 1-10 scores, a fitted;
 - words:<variant> (and +cal): other label words / endings;
 - preamble:<name> (and +cal);
-- ensembles (mean, and fitted logistic stack) over label words, preambles, methods, models;
+- technique:<name> (and +cal): the base prompt with rlaif.Prompting switches (few-shot, CoT, ...);
+- ensembles (mean, and fitted logistic stack) over label words, preambles, techniques, methods, models;
 - best: the method with the highest cross-validated alignment on the fitting part (5 folds, each
   method refitted without the fold it labels), and best+abstain,
   which keeps pairs with |p - 0.5| above a threshold chosen on the fitting part.
@@ -62,11 +63,11 @@ DATASETS = {name: (fmt, relative, task) for name, fmt, relative, task in label_s
 
 CONFIG_KEYS = {"models", "datasets", "data_root", "limit", "fit_fraction", "seed", "chat_template", "content_free",
                "content_free_contexts", "pride_sample", "label_words", "preambles", "min_coverage", "batch_size",
-               "max_batch_tokens", "dtype", "results"}
+               "max_batch_tokens", "dtype", "techniques", "results"}
 DEFAULTS = {"data_root": "../shared/data", "limit": 100, "fit_fraction": 0.5, "seed": 0, "chat_template": True,
             "content_free": ["N/A", "[MASK]", ""], "content_free_contexts": 4, "pride_sample": 16,
             "label_words": {}, "preambles": ["base"], "min_coverage": 0.5, "batch_size": 64,
-            "max_batch_tokens": 4096, "dtype": "float32", "results": "results/label_quality"}
+            "max_batch_tokens": 4096, "dtype": "float32", "techniques": {}, "results": "results/label_quality"}
 TABLE_COLUMNS = ["model", "dataset", "method", "eval_pairs", "alignment", "ci_low", "ci_high", "gain_vs_plain", "gain_low",
                  "gain_high", "kappa", "ece",
                  "position_consistency", "coverage", "agrees_with_swap", "prompts_per_pair", "seconds_per_pair", "fit_alignment", "fit_alignment_cv", "fitted"]
@@ -90,6 +91,11 @@ def load_config(argv=None) -> dict:
     for name, words in config["label_words"].items():
         if not isinstance(words, dict) or set(words) - {"labels", "names", "ending"}:
             raise SystemExit(f"{args.config}: label_words.{name} must be a mapping of labels / names / ending")
+    for name, settings in config["techniques"].items():
+        try:
+            rlaif.Prompting(**settings)
+        except (TypeError, ValueError) as error:
+            raise SystemExit(f"{args.config}: techniques.{name}: {error}") from None
     return config
 
 
@@ -155,22 +161,27 @@ def timed_pass(out: Path, label: Callable[[], pd.DataFrame]) -> tuple[pd.DataFra
 def run_passes(pairs: list[PreferencePair], fit: np.ndarray, task: str, backend, config: dict, raw: Path) -> Passes:
     """Label every pass resumably into ``raw``; the content-free pairs come from the fitting part."""
     free = content_free_pairs(pairs, fit, config["content_free_contexts"], config["content_free"], config["seed"] + 1)
-    variants = {"plain": rlaif.PromptTemplate(task)}
+    base = rlaif.PromptTemplate(task)
+    variants = {"plain": (base, None)}  # name -> (template, rlaif.Prompting or None: the plain labeler)
     for name, words in config["label_words"].items():
-        variants[f"words:{name}"] = rlaif.PromptTemplate(task, labels=words.get("labels"), names=words.get("names"),
-                                                         ending=words.get("ending"))
+        variants[f"words:{name}"] = (rlaif.PromptTemplate(task, labels=words.get("labels"), names=words.get("names"),
+                                                          ending=words.get("ending")), None)
     for preamble in config["preambles"]:
         if preamble != "base":
-            variants[f"preamble:{preamble}"] = rlaif.PromptTemplate(task, preamble)
+            variants[f"preamble:{preamble}"] = (rlaif.PromptTemplate(task, preamble), None)
+    for name, settings in config["techniques"].items():
+        variants[f"technique:{name}"] = (base, rlaif.Prompting(**settings))
     passes = Passes()
     raw.mkdir(parents=True, exist_ok=True)
     chat = config["chat_template"]
-    for name, template in variants.items():
+    for name, (template, prompting) in variants.items():
         stem = name.replace(":", "_")
         labels, seconds = timed_pass(raw / f"{stem}.jsonl", lambda: rlaif.label_pairs(
-            pairs, backend, template, chat_template=chat, out=raw / f"{stem}.jsonl", progress=True))
+            pairs, backend, template, chat_template=chat, prompting=prompting, out=raw / f"{stem}.jsonl",
+            progress=True))
         free_labels, free_seconds = timed_pass(raw / f"{stem}.content_free.jsonl", lambda: rlaif.label_pairs(
-            free, backend, template, chat_template=chat, out=raw / f"{stem}.content_free.jsonl", progress=False))
+            free, backend, template, chat_template=chat, prompting=prompting,
+            out=raw / f"{stem}.content_free.jsonl", progress=False))
         passes.pairwise[name] = PairPass(debiasing.logprobs_column(labels, "logprobs_first_order"),
                                          debiasing.logprobs_column(labels, "logprobs_swapped_order"),
                                          np.vstack([debiasing.logprobs_column(free_labels, "logprobs_first_order"),
@@ -286,6 +297,7 @@ def methods(passes: Passes, human: np.ndarray, fit: np.ndarray, pride_sample: in
         "words": [m for name, m in calibrated.items() if name == "plain" or name.startswith("words:")],
         "preambles": [m for name, m in calibrated.items() if name == "plain" or name.startswith("preamble:")],
         "methods": [out["plain+cal"], out["calibrated_swap"]] + pointwise,
+        "techniques": [m for name, m in calibrated.items() if name == "plain" or name.startswith("technique:")],
         "all": list(calibrated.values()) + pointwise,
     }
     for group, members in groups.items():

@@ -55,6 +55,13 @@ def test_shipped_configs_load_and_command_line_overrides_win(name):
         label_quality.load_config(["--config", path, "--datasets", "nope"])
 
 
+def test_a_bad_technique_is_refused_before_anything_runs(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"models": ["m"], "datasets": ["llmbar-natural"], "techniques": {"two": {"shotz": 2}}}))
+    with pytest.raises(SystemExit, match=r"bad.yaml: techniques.two: .*shotz"):
+        label_quality.load_config(["--config", str(bad)])
+
+
 def test_fitting_never_sees_evaluation_rows():
     passes, human = synthetic_passes()
     fit = label_quality.split(len(human), 0.5, seed=0)
@@ -132,7 +139,7 @@ def test_label_quality_end_to_end_on_a_tiny_configuration(tmp_path, shared_data)
     config = {"models": ["smollm2-135m"], "datasets": ["llmbar-natural", "hh-rlhf-harmless"],
               "data_root": str(shared_data), "limit": 8, "fit_fraction": 0.5, "content_free_contexts": 1,
               "content_free": ["N/A"], "pride_sample": 4, "label_words": {"letters": {"labels": ["A", "B"]}},
-              "preambles": ["base"], "results": str(tmp_path / "results")}
+              "preambles": ["base"], "techniques": {"one_shot": {"shots": 1}}, "results": str(tmp_path / "results")}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     import rlaif
 
@@ -141,7 +148,8 @@ def test_label_quality_end_to_end_on_a_tiny_configuration(tmp_path, shared_data)
     results = tmp_path / "results"
     expected = {"plain", "plain+cal", "words:letters", "words:letters+cal", "calibrated_swap", "pride", "pointwise",
                 "ensemble:words", "ensemble:words:fitted", "ensemble:methods", "ensemble:methods:fitted",
-                "ensemble:all", "ensemble:all:fitted", "best", "best+abstain"}
+                "ensemble:all", "ensemble:all:fitted", "best", "best+abstain", "technique:one_shot",
+                "technique:one_shot+cal", "ensemble:techniques", "ensemble:techniques:fitted"}
     for dataset in config["datasets"]:
         part = table[table["dataset"] == dataset]
         assert set(part["method"]) == expected
@@ -151,6 +159,9 @@ def test_label_quality_end_to_end_on_a_tiny_configuration(tmp_path, shared_data)
     for split in written["splits"].values():
         assert len(split["fit_ids"]) == len(split["eval_ids"]) == 4 and not set(split["fit_ids"]) & set(split["eval_ids"])
     assert len(pd.read_csv(results / "table.csv")) == len(table)
+    shot_rows = [json.loads(line) for line in (results / "raw" / "smollm2-135m" / "llmbar-natural" /
+                                               "technique_one_shot.jsonl").read_text().splitlines()]
+    assert shot_rows and all(row["prompting"]["shots"] == 1 for row in shot_rows if "id" in row)
     assert (results / "plots" / "abstention.png").is_file()
     assert len(list((results / "plots").glob("alignment_*.png"))) == 2
     # resumed: a second run reads every pass from disk and gives the same table
