@@ -27,12 +27,8 @@ def candidate_mass(logprobs: np.ndarray) -> np.ndarray:
         return np.exp(logsumexp(np.asarray(logprobs, dtype=np.float64), axis=-1))
 
 
-def p_shown_first(logprobs: np.ndarray, asks_more_harmful: bool = False) -> np.ndarray:
-    """P(the response shown first is preferred), from [n, 2] log-probs of (label_first, label_second)."""
-    return _shown_first(candidate_probs(logprobs), asks_more_harmful)
-
-
 def _shown_first(position_probs: np.ndarray, asks_more_harmful: bool) -> np.ndarray:
+    """P(the response shown first is preferred), from [n, 2] probabilities of (label_first, label_second)."""
     return position_probs[:, 1] if asks_more_harmful else position_probs[:, 0]
 
 
