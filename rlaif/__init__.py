@@ -11,6 +11,7 @@ from rlaif.loaders import load_pairs
 from rlaif.models import DEFAULT_MODEL, resolve_model
 from rlaif.pairs import TIE, DataError, PreferencePair
 from rlaif.prompting import Prompting
+from rlaif.pride import label_pairs_pride
 from rlaif.report import analyze, format_report, summarize
 from rlaif.score_cache import CachedBackend
 from rlaif.shards import merge_shards
@@ -36,5 +37,5 @@ def __getattr__(name):
 
 __all__ = ["analyze", "CachedBackend", "DEFAULT_MODEL", "TIE", "DataError", "DirectScorer", "Prompting", "LabelBackend",
            "LabelTokenError", "OpenAICompatibleBackend", "PreferencePair", "PromptTemplate", "TransformersBackend",
-           "VLLMBackend", "format_report", "label_pairs", "list_tasks", "load_pairs", "merge_shards", "read_labels",
+           "VLLMBackend", "format_report", "label_pairs", "label_pairs_pride", "list_tasks", "load_pairs", "merge_shards", "read_labels",
            "resolve_model", "score_pairs", "summarize", "swap_average", "to_dataset"]

@@ -73,6 +73,9 @@ def cmd_label(args: argparse.Namespace) -> int:
     template = PromptTemplate(task, args.preamble.split(",")[0], args.templates)
     prompting = _prompting(args)  # bad combinations fail here, before the model loads
     shard = parse_shard(args.shard) if args.shard else None
+    if args.pride is not None and (args.direct or args.shard):
+        raise SystemExit("error: --pride labels a sample in both orders and the rest in one; it does not combine "
+                         "with --direct (no positions) or --shard (the sample is drawn from all pairs)")
     if args.direct and (args.shots or args.random_shots or args.cot or args.cot_samples != 1 or args.clamp
                         or "," in args.preamble or args.max_prompt_tokens):
         raise SystemExit("error: --direct scores each response alone with the task's score templates; "
@@ -93,6 +96,11 @@ def cmd_label(args: argparse.Namespace) -> int:
     if args.direct:
         scorer = DirectScorer(backend, template, chat_template=args.chat_template)
         labels = score_pairs(pairs, scorer, out=args.out, fresh=args.fresh, progress=not args.quiet, shard=shard)
+    elif args.pride is not None:
+        from rlaif.pride import label_pairs_pride
+        labels = label_pairs_pride(pairs, backend, template, sample_pairs=args.pride, seed=args.seed, out=args.out,
+                                   fresh=args.fresh, chat_template=args.chat_template, prompting=prompting,
+                                   progress=not args.quiet)
     else:
         labels = label_pairs(pairs, backend, template, chat_template=args.chat_template, out=args.out,
                              fresh=args.fresh, prompting=prompting, progress=not args.quiet, shard=shard)
@@ -235,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--cot-samples", type=int, default=1, help="self-consistency: rationales sampled per order")
     label.add_argument("--cot-temperature", type=float, default=0.0, help="0 = greedy")
     label.add_argument("--clamp", help="lo,hi: clamp each order's probability, e.g. 0.4,0.6 (Constitutional AI)")
+    label.add_argument("--pride", type=int, metavar="N",
+                       help="PriDe: label N seeded pairs in both orders, estimate the position prior there, and "
+                            "label the rest in one order with the prior divided out (N + n prompts, not 2n)")
     label.add_argument("--direct", action="store_true",
                        help="direct scoring: each response scored 1-10 alone; P(1 preferred) = sigmoid(s1 - s2)")
     label.add_argument("--templates", help="folder of your own task templates (default: the shipped ones)")

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special
 
-from rlaif.soft_labels import candidate_probs, swap_average_probs
+from rlaif.soft_labels import candidate_probs, choice, swap_average_probs
 
 #: Probabilities are clipped to [EPS, 1 - EPS] before logs and logits.
 EPS = 1e-6
@@ -84,17 +84,24 @@ def apply_prior(labels: pd.DataFrame, prior: Sequence[float], asks_more_harmful:
     """A labels table (``rlaif.label_pairs`` rows) with ``prior`` divided out of both orders' label
     log-probs: p, the per-order p's and choices recomputed, the plain p kept as ``p_plain``, and
     ``debiasing`` = {method, prior} on every row, so the switch is recorded in the output and
-    ``rlaif.summarize`` / ``analyze`` read the result like any labels table."""
+    ``rlaif.summarize`` / ``analyze`` read the result like any labels table. Rows labeled in one
+    order only (``orders`` 1) get the corrected first order as p."""
     out = labels.copy()
     first = logprobs_column(labels, "logprobs_first_order", len(prior))
     swapped = logprobs_column(labels, "logprobs_swapped_order", len(prior))
     soft = swap_average_probs(divide_prior(first, prior), divide_prior(swapped, prior), asks_more_harmful)
+    one_order = (pd.to_numeric(labels["orders"], errors="coerce") == 1).to_numpy() if "orders" in labels \
+        else np.zeros(len(labels), dtype=bool)
+    soft["p"] = np.where(one_order, soft["p_first_order"], soft["p"])
+    soft["ai_choice"] = choice(soft["p"])
     finite = np.isfinite(soft["p"])
+    has = {"p_first_order": finite, "p_swapped_order": finite & ~one_order, "p": finite}
     out["p_plain"] = labels["p"]
-    for column in ("p_first_order", "p_swapped_order", "p"):
-        out[column] = np.where(finite, soft[column], np.nan)
+    for column, ok in has.items():
+        out[column] = np.where(ok, soft[column], np.nan)
+    has.update(ai_choice=finite, position_first_order=finite, position_swapped_order=finite & ~one_order)
     for column in ("ai_choice", "position_first_order", "position_swapped_order"):  # None: no label (skipped row)
-        out[column] = [int(c) if ok else None for c, ok in zip(soft[column], finite)]
+        out[column] = [int(c) if ok else None for c, ok in zip(soft[column], has[column])]
     out["debiasing"] = [{"method": method, "prior": [float(x) for x in prior]} for _ in range(len(out))]
     return out
 

@@ -121,6 +121,11 @@ def write_labels(rows: list[dict[str, Any]], out: Path) -> None:
         atomic_write_bytes(out, b"".join(json.dumps(row, ensure_ascii=False).encode() + b"\n" for row in rows))
 
 
+def write_labels_frame(labels: pd.DataFrame, out: Path) -> None:
+    """``write_labels`` for a labels table built in pandas: NaN written as null, numpy scalars as numbers."""
+    write_labels([{key: _plain(value) for key, value in row.items()} for row in labels.to_dict("records")], out)
+
+
 def _metadata_as_json(labels: pd.DataFrame) -> pd.DataFrame:
     """Columnar formats need one type per column; metadata keys vary by source, so store JSON text."""
     frame = labels.copy()

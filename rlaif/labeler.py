@@ -79,11 +79,13 @@ def fit_context(pair: PreferencePair, builder: PairPrompts,
 
 
 def run_id(backend: LabelBackend, template: PromptTemplate, chat_template: bool,
-           prompting: Prompting | None = None, max_prompt_tokens: int | None = None) -> str:
+           prompting: Prompting | None = None, max_prompt_tokens: int | None = None, both_orders: bool = True) -> str:
     """Hash of everything that changes a label: engine settings, template files, labels, chat wrapping,
-    techniques, the prompt-length limit."""
+    techniques, the prompt-length limit, one order or both."""
     settings = {"backend": backend.fingerprint(), "template": template.name,
                 "template_hash": template.fingerprint, "labels": template.labels, "chat_template": chat_template}
+    if not both_orders:
+        settings["orders"] = 1
     if max_prompt_tokens is not None:
         settings["max_prompt_tokens"] = max_prompt_tokens
     if prompting is not None and prompting != Prompting(preambles=(template.preamble,)):
@@ -107,29 +109,38 @@ def _row(pair: PreferencePair, run_info: dict[str, Any], **values) -> dict[str, 
 
 
 def _scored_rows(pairs: Sequence[PreferencePair], extras: Sequence[dict[str, Any]], logprobs_first,
-                 logprobs_swapped, template: PromptTemplate, run_info: dict[str, Any]) -> list[dict[str, Any]]:
+                 logprobs_swapped, template: PromptTemplate, run_info: dict[str, Any],
+                 both_orders: bool = True) -> list[dict[str, Any]]:
+    """Rows from each order's label log-probs. Without ``both_orders`` the swapped order was not
+    asked: its fields are null and p is the first order's (position bias and all)."""
     soft = swap_average(logprobs_first, logprobs_swapped, template.asks_more_harmful)
+    if not both_orders:
+        soft["p"] = soft["p_first_order"]
+        soft["ai_choice"] = choice(soft["p"])
     mass_first, mass_swapped = candidate_mass(logprobs_first), candidate_mass(logprobs_swapped)
     rows = []
     for i, pair in enumerate(pairs):
-        finite = bool(np.all(np.isfinite(logprobs_first[i])) and np.all(np.isfinite(logprobs_swapped[i])))
-        mass = float((mass_first[i] + mass_swapped[i]) / 2)
+        finite = bool(np.all(np.isfinite(logprobs_first[i])) and
+                      (not both_orders or np.all(np.isfinite(logprobs_swapped[i]))))
+        mass = float((mass_first[i] + mass_swapped[i]) / 2) if both_orders else float(mass_first[i])
         flags = [name for name, on in (("nonfinite_logprobs", not finite), ("low_candidate_mass", finite and mass < LOW_MASS),
                                        ("context_truncated", extras[i]["truncated"])) if on]
         number = (lambda x: float(x)) if finite else (lambda x: None)
+        swapped = number if both_orders else (lambda x: None)
         rows.append(_row(
             pair, run_info,
             p_first_order=number(soft["p_first_order"][i]),
-            p_swapped_order=number(soft["p_swapped_order"][i]),
+            p_swapped_order=swapped(soft["p_swapped_order"][i]),
             p=number(soft["p"][i]),
             ai_choice=int(soft["ai_choice"][i]) if finite else None,
             position_first_order=int(soft["position_first_order"][i]) if finite else None,
-            position_swapped_order=int(soft["position_swapped_order"][i]) if finite else None,
+            position_swapped_order=int(soft["position_swapped_order"][i]) if finite and both_orders else None,
             # JSON has no NaN/inf: a non-finite log-prob is written as null and flagged
             logprobs_first_order=[float(x) if np.isfinite(x) else None for x in logprobs_first[i]],
-            logprobs_swapped_order=[float(x) if np.isfinite(x) else None for x in logprobs_swapped[i]],
+            logprobs_swapped_order=[float(x) if np.isfinite(x) else None for x in logprobs_swapped[i]]
+            if both_orders else None,
             mass_first_order=number(mass_first[i]),
-            mass_swapped_order=number(mass_swapped[i]),
+            mass_swapped_order=swapped(mass_swapped[i]),
             candidate_mass=number(mass),
             flags=flags,
             skipped_reason=None,
@@ -170,7 +181,7 @@ def label_pairs(pairs: Sequence[PreferencePair], backend: LabelBackend, template
                 chat_template: bool = False, out: str | Path | None = None, fresh: bool = False,
                 prompting: Prompting | None = None, pairs_per_step: int | None = None,
                 max_prompt_tokens: int | None = None, progress: bool = True,
-                shard: tuple[int, int] | None = None) -> pd.DataFrame:
+                shard: tuple[int, int] | None = None, both_orders: bool = True) -> pd.DataFrame:
     """Label every pair in both orders; one row per pair, in input order.
 
     ``prompting`` switches on few-shot, chain-of-thought, preamble ensembles
@@ -183,10 +194,13 @@ def label_pairs(pairs: Sequence[PreferencePair], backend: LabelBackend, template
     to the backend's ``pairs_per_step`` (8 for in-process transformers, more for
     engines that batch themselves). ``max_prompt_tokens`` defaults to the backend's
     limit. ``shard=(i, n)`` labels only the i-th of n slices (see ``rlaif.shards``).
+    ``both_orders=False`` asks the first order only (half the prompts, rows record
+    ``orders: 1``): p keeps the labeler's position bias unless a prior is divided out
+    afterwards, which is what ``rlaif.pride`` does.
     """
     builder = PairPrompts(template, backend, chat_template, prompting or Prompting())
     prompting = builder.prompting  # preambles resolved
-    this_run = run_id(backend, template, chat_template, prompting, max_prompt_tokens)  # an explicit limit only
+    this_run = run_id(backend, template, chat_template, prompting, max_prompt_tokens, both_orders)
     if max_prompt_tokens is None:
         max_prompt_tokens = getattr(backend, "max_prompt_tokens", None)
     run_info = {"model": backend.fingerprint()["model"], "template": template.name,
@@ -194,9 +208,11 @@ def label_pairs(pairs: Sequence[PreferencePair], backend: LabelBackend, template
                 "chat_template": chat_template, "run_id": this_run}
     if prompting != Prompting(preambles=(template.preamble,)):
         run_info["prompting"] = prompting.describe()
+    if not both_orders:
+        run_info["orders"] = 1
     pairs = _take_shard(pairs, shard, run_info)
     return _run_steps(pairs, this_run, out, fresh, pairs_per_step or getattr(backend, "pairs_per_step", 8), progress,
-                      lambda step: _label_step(step, builder, template, run_info, max_prompt_tokens))
+                      lambda step: _label_step(step, builder, template, run_info, max_prompt_tokens, both_orders))
 
 
 def _take_shard(pairs: Sequence[PreferencePair], shard: tuple[int, int] | None,
@@ -244,7 +260,8 @@ def _run_steps(pairs: Sequence[PreferencePair], this_run: str, out: str | Path |
 
 
 def _label_step(step: Sequence[PreferencePair], builder: PairPrompts, template: PromptTemplate,
-                run_info: dict[str, Any], max_prompt_tokens: int | None) -> list[dict[str, Any]]:
+                run_info: dict[str, Any], max_prompt_tokens: int | None,
+                both_orders: bool = True) -> list[dict[str, Any]]:
     """One step: fit contexts, generate rationales (CoT), score every label prompt in one call, combine."""
     prompting, backend = builder.prompting, builder.backend
     rows, scored, extras, entries = [], [], [], []  # entries: (pair index, order, preamble, message, ending)
@@ -253,7 +270,8 @@ def _label_step(step: Sequence[PreferencePair], builder: PairPrompts, template: 
         if reason:
             rows.append(_skipped_row(pair, reason, run_info))
             continue
-        entries += [(len(scored), *entry) for entry in builder.first_step(pair, context)]
+        entries += [(len(scored), *entry) for entry in builder.first_step(pair, context)
+                    if both_orders or entry[0] == 0]
         scored.append(pair)
         extras.append({"truncated": truncated})
     if not scored:
@@ -270,9 +288,9 @@ def _label_step(step: Sequence[PreferencePair], builder: PairPrompts, template: 
             texts.append(builder.label_prompt(entry[3], entry[4], thought))
             owners.append((entry[0], entry[1]))
     logprobs = backend.label_logprobs(texts, template.labels)
-    per_order = np.empty((2, len(scored), len(template.labels)))
+    per_order = np.full((2, len(scored), len(template.labels)), np.nan)
     for index in range(len(scored)):
-        for order in (0, 1):
+        for order in (0, 1) if both_orders else (0,):
             mine = [k for k, owner in enumerate(owners) if owner == (index, order)]
             per_order[order, index] = _combine(logprobs[mine], prompting.clamp)
     if prompting.cot or len(prompting.preambles) > 1 or prompting.shots:
@@ -282,7 +300,7 @@ def _label_step(step: Sequence[PreferencePair], builder: PairPrompts, template: 
             if prompting.cot:
                 extra["rationales_first_order"] = [t for entry, ts in mine if entry[1] == 0 for t in ts]
                 extra["rationales_swapped_order"] = [t for entry, ts in mine if entry[1] == 1 for t in ts]
-    return rows + _scored_rows(scored, extras, per_order[0], per_order[1], template, run_info)
+    return rows + _scored_rows(scored, extras, per_order[0], per_order[1], template, run_info, both_orders)
 
 
 def score_pairs(pairs: Sequence[PreferencePair], scorer: DirectScorer, *, out: str | Path | None = None,

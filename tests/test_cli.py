@@ -146,6 +146,23 @@ def test_bad_technique_settings_fail_before_the_model_loads(tmp_path):
     result = run("label", "--data", "examples", "--format", "examples", "--preamble", "base,nope",
                  "--out", str(tmp_path / "o.jsonl"))
     assert result.returncode == 2 and "nope" in result.stderr
+    result = run("label", "--data", "examples", "--format", "examples", "--pride", "2", "--direct",
+                 "--out", str(tmp_path / "o.jsonl"))
+    assert result.returncode == 1 and "--pride" in result.stderr and "model:" not in result.stderr
+
+
+@pytest.mark.model
+def test_pride_labels_the_sample_in_both_orders_and_the_rest_in_one(tmp_path):
+    out = tmp_path / "pride.jsonl"
+    result = run("label", "--data", "examples", "--format", "examples", "--limit", "4", "--pride", "1", "--quiet",
+                 "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "5 scored" in result.stderr  # 1 pair x 2 orders + 3 pairs x 1 order, not 8
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 4 and sum(r["pride_sample"] for r in rows) == 1
+    assert all(r["debiasing"]["method"] == "pride" and r["debiasing"]["sample_pairs"] == 1 for r in rows)
+    assert all((r["p_swapped_order"] is None) == (not r["pride_sample"]) for r in rows)
+    assert "alignment with humans" in result.stdout
 
 
 @pytest.mark.model
