@@ -346,10 +346,15 @@ def _agreement(p: np.ndarray, q: np.ndarray) -> float:
     return float(np.mean(choice(p[ok]) == choice(q[ok]))) if ok.any() else float("nan")
 
 
+def _right(p: np.ndarray, human: np.ndarray) -> np.ndarray:
+    """Per row, whether the choice from p equals the human choice (an exact 0.5 is a tie: wrong)."""
+    return choice(p) == human
+
+
 def _alignment(p: np.ndarray, human: np.ndarray) -> float:
-    """Share of rows with a human choice of 1 or 2 where the choice from p equals it (an exact 0.5 is a tie: wrong)."""
+    """Share of rows with a human choice of 1 or 2 that p gets right."""
     ok = np.isfinite(p) & np.isin(human, (1, 2))
-    return float(np.mean(choice(p[ok]) == human[ok])) if ok.any() else float("nan")
+    return float(np.mean(_right(p[ok], human[ok]))) if ok.any() else float("nan")
 
 
 # --------------------------------------------------------------------------- metrics (evaluation part only)
@@ -380,7 +385,7 @@ def evaluate(method: Method, human: np.ndarray, fit: np.ndarray, plain: Method) 
     bias = metrics.position_bias(labels)
     scored_eval = np.isin(human[rows], (1, 2)) & np.isfinite(method.p[rows])
     both = kept & np.isin(human, (1, 2)) & np.isfinite(method.p) & np.isfinite(plain.p)
-    gain = metrics.paired_difference_ci(choice(method.p[both]) == human[both], choice(plain.p[both]) == human[both])
+    gain = metrics.paired_difference_ci(_right(method.p[both], human[both]), _right(plain.p[both], human[both]))
     return {"eval_pairs": int(scored_eval.sum()), "alignment": ci["alignment"], "ci_low": ci["low"],
             "ci_high": ci["high"], "gain_vs_plain": gain["difference"], "gain_low": gain["low"],
             "gain_high": gain["high"], "kappa": metrics.ai_human_kappa(labels), "ece": metrics.calibration(labels)["ece"],
