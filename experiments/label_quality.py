@@ -61,10 +61,10 @@ label_shared_data = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(label_shared_data)
 DATASETS = {name: (fmt, relative, task) for name, fmt, relative, task in label_shared_data.DATASETS}
 
-CONFIG_KEYS = {"models", "datasets", "data_root", "limit", "fit_fraction", "seed", "chat_template", "content_free",
+CONFIG_KEYS = {"models", "datasets", "data_root", "skip", "limit", "fit_fraction", "seed", "chat_template", "content_free",
                "content_free_contexts", "pride_sample", "label_words", "preambles", "min_coverage", "batch_size",
                "max_batch_tokens", "dtype", "techniques", "results"}
-DEFAULTS = {"data_root": "../shared/data", "limit": 100, "fit_fraction": 0.5, "seed": 0, "chat_template": True,
+DEFAULTS = {"data_root": "../shared/data", "skip": 0, "limit": 100, "fit_fraction": 0.5, "seed": 0, "chat_template": True,
             "content_free": ["N/A", "[MASK]", ""], "content_free_contexts": 4, "pride_sample": 16,
             "label_words": {}, "preambles": ["base"], "min_coverage": 0.5, "batch_size": 64,
             "max_batch_tokens": 4096, "dtype": "float32", "techniques": {}, "results": "results/label_quality"}
@@ -456,7 +456,9 @@ def main(argv=None, backends: dict | None = None) -> pd.DataFrame:
     data = {}
     for name in config["datasets"]:
         fmt, relative, task = DATASETS[name]
-        pairs = list(rlaif.load_pairs(Path(config["data_root"]) / relative, fmt, limit=config["limit"]))
+        # skip: pairs at the start of the file left out, e.g. those an earlier run already evaluated on
+        pairs = list(rlaif.load_pairs(Path(config["data_root"]) / relative, fmt,
+                                      limit=config["skip"] + config["limit"]))[config["skip"]:]
         fit = split(len(pairs), config["fit_fraction"], config["seed"])
         data[name] = (pairs, task, fit)
     (results / "config.json").write_text(json.dumps({

@@ -37,5 +37,5 @@ def __getattr__(name):
 
 __all__ = ["analyze", "CachedBackend", "DEFAULT_MODEL", "TIE", "DataError", "DirectScorer", "Prompting", "LabelBackend",
            "LabelTokenError", "OpenAICompatibleBackend", "PreferencePair", "PromptTemplate", "TransformersBackend",
-           "VLLMBackend", "format_report", "label_pairs", "label_pairs_pride", "list_tasks", "load_pairs", "merge_shards", "read_labels",
-           "resolve_model", "score_pairs", "summarize", "swap_average", "to_dataset"]
+           "VLLMBackend", "format_report", "label_pairs", "label_pairs_pride", "list_tasks", "load_pairs",
+           "merge_shards", "read_labels", "resolve_model", "score_pairs", "summarize", "swap_average", "to_dataset"]

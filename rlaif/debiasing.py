@@ -121,11 +121,14 @@ def _human_targets(human_choice: Sequence[float], values: np.ndarray) -> tuple[n
 
 
 def fit_score_link(score_difference: Sequence[float], human_choice: Sequence[float],
-                   bounds: tuple[float, float] = (0.0, 50.0)) -> float:
+                   bounds: tuple[float, float] = (-50.0, 50.0)) -> float:
     """Slope a of P(response 1 preferred) = sigmoid(a (s1 - s2)), by maximum likelihood on human choices.
 
     No intercept: the data's response order is a coin flip, so neither slot should be
-    favoured. a = 0 means the scores carry no usable signal (every p is 0.5).
+    favoured. a = 0 means the scores carry no usable signal (every p is 0.5). a < 0 means
+    people prefer the response the labeler scores LOWER: the score measures something
+    else (on HH-RLHF harmless a small model's 1-10 "harmlessness" follows how much a reply
+    engages with the request). Pass ``bounds=(0, 50)`` to refuse that inversion.
     """
     difference = np.asarray(score_difference, dtype=np.float64)
     mask, y = _human_targets(human_choice, difference)

@@ -72,7 +72,11 @@ def test_score_link_slope_is_recovered_and_zero_without_signal():
     human = np.where(rng.random(4000) < 1 / (1 + np.exp(-2.0 * difference)), 1, 2)
     assert debiasing.fit_score_link(difference, human) == pytest.approx(2.0, abs=0.2)
     noise = np.where(rng.random(4000) < 0.5, 1, 2)
-    assert debiasing.fit_score_link(difference, noise) < 0.1
+    assert abs(debiasing.fit_score_link(difference, noise)) < 0.1
+    # people prefer the lower-scored response: the fitted slope says so, unless the bounds forbid it
+    inverted = 3 - human
+    assert debiasing.fit_score_link(difference, inverted) == pytest.approx(-2.0, abs=0.2)
+    assert debiasing.fit_score_link(difference, inverted, bounds=(0.0, 50.0)) < 1e-3
     # ties and missing human labels are not fitted on; NaN differences neither
     assert debiasing.fit_score_link([np.nan, 1.0, -1.0, 5.0], [1, 1, 2, 0]) == pytest.approx(50.0, rel=1e-3)
     assert debiasing.score_link_p([0.0, 1.0], 2.0) == pytest.approx([0.5, 1 / (1 + np.exp(-2))])

@@ -44,7 +44,7 @@ def test_split_is_seeded_and_disjoint():
     assert all(p.response_1 == p.response_2 for p in free) and {p.response_1 for p in free} == {"N/A", ""}
 
 
-@pytest.mark.parametrize("name", ["label_quality.yaml", "label_quality_1.5b.yaml"])
+@pytest.mark.parametrize("name", ["label_quality.yaml", "label_quality_1.5b.yaml", "label_quality_hh_1.5b.yaml"])
 def test_shipped_configs_load_and_command_line_overrides_win(name):
     path = str(REPO / "experiments" / name)
     config = label_quality.load_config(["--config", path])
@@ -137,7 +137,7 @@ def test_best_is_chosen_out_of_fold():
 @pytest.mark.model
 def test_label_quality_end_to_end_on_a_tiny_configuration(tmp_path, shared_data):
     config = {"models": ["smollm2-135m"], "datasets": ["llmbar-natural", "hh-rlhf-harmless"],
-              "data_root": str(shared_data), "limit": 8, "fit_fraction": 0.5, "content_free_contexts": 1,
+              "data_root": str(shared_data), "skip": 2, "limit": 8, "fit_fraction": 0.5, "content_free_contexts": 1,
               "content_free": ["N/A"], "pride_sample": 4, "label_words": {"letters": {"labels": ["A", "B"]}},
               "preambles": ["base"], "techniques": {"one_shot": {"shots": 1}}, "results": str(tmp_path / "results")}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
@@ -156,8 +156,11 @@ def test_label_quality_end_to_end_on_a_tiny_configuration(tmp_path, shared_data)
         assert (part["eval_pairs"] == 4).all()
         assert ((part["ci_low"] <= part["alignment"]) & (part["alignment"] <= part["ci_high"])).all()
     written = json.loads((results / "config.json").read_text())
-    for split in written["splits"].values():
+    for name, split in written["splits"].items():
         assert len(split["fit_ids"]) == len(split["eval_ids"]) == 4 and not set(split["fit_ids"]) & set(split["eval_ids"])
+        fmt, relative, _ = label_quality.DATASETS[name]
+        file_pairs = rlaif.load_pairs(shared_data / relative, fmt, limit=10)
+        assert set(split["fit_ids"]) | set(split["eval_ids"]) == {p.id for p in file_pairs[2:]}  # skip: 2
     assert len(pd.read_csv(results / "table.csv")) == len(table)
     shot_rows = [json.loads(line) for line in (results / "raw" / "smollm2-135m" / "llmbar-natural" /
                                                "technique_one_shot.jsonl").read_text().splitlines()]
