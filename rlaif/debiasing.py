@@ -127,8 +127,9 @@ def fit_score_link(score_difference: Sequence[float], human_choice: Sequence[flo
     No intercept: the data's response order is a coin flip, so neither slot should be
     favoured. a = 0 means the scores carry no usable signal (every p is 0.5). a < 0 means
     people prefer the response the labeler scores LOWER: the score measures something
-    else (on HH-RLHF harmless a small model's 1-10 "harmlessness" follows how much a reply
-    engages with the request). Pass ``bounds=(0, 50)`` to refuse that inversion.
+    else (on HH-RLHF harmless a small model's 1-10 "harmlessness" rises with the reply's
+    length and with how far it goes along with the request). Pass ``bounds=(0, 50)`` to
+    refuse that inversion.
     """
     difference = np.asarray(score_difference, dtype=np.float64)
     mask, y = _human_targets(human_choice, difference)

@@ -48,6 +48,8 @@ def label_pairs_pride(pairs: Sequence[PreferencePair], backend: LabelBackend, te
     table is written to ``out`` at the end. ``label_options`` go to ``label_pairs``
     (chat_template, prompting, max_prompt_tokens, ...).
     """
+    if label_options.get("shard") is not None:
+        raise ValueError("label_pairs_pride draws its sample from all pairs: shard the pairs before, not with shard=")
     pairs = list(pairs)
     chosen = pride_sample(len(pairs), sample_pairs, seed)
     in_sample = np.zeros(len(pairs), dtype=bool)

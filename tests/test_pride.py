@@ -95,6 +95,8 @@ def test_pride_resumes_from_its_journals_and_writes_the_corrected_table(tmp_path
     assert b"NaN" not in out.read_bytes()
 
 
-def test_pride_refuses_an_empty_sample():
+def test_pride_refuses_an_empty_sample_and_a_shard():
     with pytest.raises(ValueError, match="at least one pair"):
         label_pairs_pride(make_pairs(4), FakeBackend(), TEMPLATE, sample_pairs=0, progress=False)
+    with pytest.raises(ValueError, match="shard"):
+        label_pairs_pride(make_pairs(4), FakeBackend(), TEMPLATE, sample_pairs=2, progress=False, shard=(0, 2))
