@@ -43,6 +43,7 @@ def summarize(labels: pd.DataFrame) -> dict[str, Any]:
         "alignment": metrics.alignment(labels),
         "position_bias": {
             "same_position_both_orders": bias["same_position"],
+            "pairs_both_orders": bias["n"],  # fewer than pairs_labeled after PriDe: one order on the rest
             "same_first": bias["same_first"],
             "same_second": bias["same_second"],
         },
@@ -121,7 +122,9 @@ def format_report(summary: dict[str, Any]) -> str:
         f"  scored                 {summary['pairs_scored']}",
         f"alignment with humans    {_pct(summary['alignment'])}",
         f"same position both orders {_pct(bias['same_position_both_orders'])} "
-        f"(first {_pct(bias['same_first'])}, second {_pct(bias['same_second'])})",
+        f"(first {_pct(bias['same_first'])}, second {_pct(bias['same_second'])})"
+        + (f" over the {bias['pairs_both_orders']} pairs labeled in both orders"
+           if bias.get("pairs_both_orders", summary["pairs_labeled"]) < summary["pairs_labeled"] else ""),
         f"mean P(shown first)      {_num(summary['mean_p_shown_first'])}",
         f"mean candidate mass      {_num(summary['mean_candidate_mass'])}",
         f"AI ties (p = 0.5)        {summary['ai_ties']}",

@@ -146,7 +146,7 @@ def test_report_on_hand_made_rows():
     assert summary["pairs_scored"] == 3 and summary["human_ties"] == 1
     assert summary["alignment"] == pytest.approx(2 / 3)
     assert summary["position_bias"] == pytest.approx(
-        {"same_position_both_orders": 2 / 5, "same_first": 1 / 5, "same_second": 1 / 5})
+        {"same_position_both_orders": 2 / 5, "same_first": 1 / 5, "same_second": 1 / 5, "pairs_both_orders": 5})
     assert summary["mean_candidate_mass"] == pytest.approx(0.6)
 
 

@@ -11,7 +11,7 @@ from rlaif.label_store import StoreError, read_labels
 from rlaif.labeler import label_pairs
 from rlaif.pairs import PreferencePair
 from rlaif.pride import journal_paths, label_pairs_pride, pride_sample
-from rlaif.report import summarize
+from rlaif.report import format_report, summarize
 from rlaif.templates import PromptTemplate
 
 TEMPLATE = PromptTemplate("instruction")
@@ -66,7 +66,9 @@ def test_pride_costs_n_plus_sample_prompts_and_removes_the_position_prior():
     assert (labels["ai_choice"].to_numpy() == human).all()
     plain_one_order = np.where(labels["p_plain"] > 0.5, 1, 2)
     assert (plain_one_order[~labels["pride_sample"].to_numpy()] == 1).all()  # before the prior left: position only
-    assert summarize(labels)["alignment"] == 1.0
+    summary = summarize(labels)
+    assert summary["alignment"] == 1.0 and summary["position_bias"]["pairs_both_orders"] == 6
+    assert "over the 6 pairs labeled in both orders" in format_report(summary)
 
 
 def test_pride_rest_equals_the_prior_divided_out_of_a_full_runs_first_order():
