@@ -24,7 +24,8 @@ part:
 - preamble:<name> (and +cal);
 - technique:<name> (and +cal): the base prompt with rlaif.Prompting switches (few-shot, CoT, ...);
 - ensembles (mean, and fitted logistic stack) over label words, preambles, techniques, methods, models;
-- best: the method with the highest cross-validated alignment on the fitting part (5 folds, each
+- length_control: no labeler, sigmoid(a (log len1 - log len2)) with a fitted: what length alone says;
+- best: the labeler method with the highest cross-validated alignment on the fitting part (5 folds, each
   method refitted without the fold it labels), and best+abstain,
   which keeps pairs with |p - 0.5| above a threshold chosen on the fitting part.
 
@@ -127,6 +128,7 @@ class Passes:
     pairwise: dict[str, PairPass] = field(default_factory=dict)   # "plain", "words:letters", "preamble:detailed"
     scores: np.ndarray | None = None                              # [n, 2] expected 1-10 score of each response
     score_seconds: float = 0.0
+    lengths: np.ndarray | None = None                             # [n, 2] characters in each response
 
 
 def content_free_pairs(pairs: list[PreferencePair], fit: np.ndarray, contexts: int, fillers: list[str],
@@ -171,7 +173,7 @@ def run_passes(pairs: list[PreferencePair], fit: np.ndarray, task: str, backend,
             variants[f"preamble:{preamble}"] = (rlaif.PromptTemplate(task, preamble), None)
     for name, settings in config["techniques"].items():
         variants[f"technique:{name}"] = (base, rlaif.Prompting(**settings))
-    passes = Passes()
+    passes = Passes(lengths=np.array([[len(p.response_1), len(p.response_2)] for p in pairs], dtype=np.float64))
     raw.mkdir(parents=True, exist_ok=True)
     chat = config["chat_template"]
     for name, (template, prompting) in variants.items():
@@ -249,6 +251,10 @@ def _stack_of(members: list[Method], human_fit: np.ndarray, fit: np.ndarray) -> 
                   {"weights": [round(float(w), 4) for w in weights]})
 
 
+#: The control row: sigmoid(a (log len1 - log len2)), a fitted. Never "best", never in an ensemble.
+LENGTH_CONTROL = "length_control"
+
+
 def methods(passes: Passes, human: np.ndarray, fit: np.ndarray, pride_sample: int, seed: int) -> dict[str, Method]:
     """Every method's labels for every pair. Human labels are read only at ``fit`` rows, and priors,
     link slopes and ensemble weights come from fitting rows only."""
@@ -292,6 +298,12 @@ def methods(passes: Passes, human: np.ndarray, fit: np.ndarray, pride_sample: in
         p = debiasing.score_link_p(difference, slope)
         out["pointwise"] = Method(p, p, p, {"pointwise": (2.0, passes.score_seconds / n)}, {"slope": round(slope, 4)})
 
+    if passes.lengths is not None:  # a control, not a labeler: what the responses' lengths alone say
+        difference = np.log1p(passes.lengths[:, 0]) - np.log1p(passes.lengths[:, 1])
+        slope = debiasing.fit_score_link(difference[fit], human_fit)
+        p = debiasing.score_link_p(difference, slope)
+        out[LENGTH_CONTROL] = Method(p, p, p, {}, {"slope": round(slope, 4)})
+
     pointwise = [out["pointwise"]] if "pointwise" in out else []
     groups = {
         "words": [m for name, m in calibrated.items() if name == "plain" or name.startswith("words:")],
@@ -327,7 +339,7 @@ def choose_best(candidates: dict[str, Method], fit_scores: dict[str, float], hum
     ties; "best+abstain": it, keeping only pairs with |p - 0.5| above the threshold that maximizes
     fitting-part alignment at coverage >= min_coverage."""
     human_fit = human[fit]
-    scores = {name: fit_scores.get(name, float("nan")) for name in candidates}
+    scores = {name: fit_scores.get(name, float("nan")) for name in candidates if name != LENGTH_CONTROL}
     name = max(scores, key=lambda k: (np.nan_to_num(scores[k], nan=-1), -candidates[k].prompts_per_pair))
     best = candidates[name]
     curve = debiasing.abstention_curve(best.p[fit], human_fit)

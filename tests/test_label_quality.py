@@ -146,7 +146,7 @@ def test_label_quality_end_to_end_on_a_tiny_configuration(tmp_path, shared_data)
     backends = {"smollm2-135m": rlaif.TransformersBackend.from_pretrained("smollm2-135m")}  # loaded once for both runs
     table = label_quality.main(["--config", str(tmp_path / "config.yaml")], backends=backends)
     results = tmp_path / "results"
-    expected = {"plain", "plain+cal", "words:letters", "words:letters+cal", "calibrated_swap", "pride", "pointwise",
+    expected = {"plain", "plain+cal", "length_control", "words:letters", "words:letters+cal", "calibrated_swap", "pride", "pointwise",
                 "ensemble:words", "ensemble:words:fitted", "ensemble:methods", "ensemble:methods:fitted",
                 "ensemble:all", "ensemble:all:fitted", "best", "best+abstain", "technique:one_shot",
                 "technique:one_shot+cal", "ensemble:techniques", "ensemble:techniques:fitted"}
@@ -170,3 +170,20 @@ def test_label_quality_end_to_end_on_a_tiny_configuration(tmp_path, shared_data)
     # resumed: a second run reads every pass from disk and gives the same table
     again = label_quality.main(["--config", str(tmp_path / "config.yaml")], backends=backends)
     pd.testing.assert_frame_equal(table.drop(columns="seconds_per_pair"), again.drop(columns="seconds_per_pair"))
+
+
+def test_the_length_control_is_fitted_on_lengths_and_never_chosen_as_best():
+    passes, human = synthetic_passes(n=120)
+    fit = label_quality.split(len(human), 0.5, seed=0)
+    # people always prefer the shorter response: length alone is right on every pair
+    short = np.where(human == 1, 10.0, 100.0)
+    passes.lengths = np.column_stack([short, 110.0 - short])
+    found = label_quality.methods(passes, human, fit, pride_sample=8, seed=0)
+    control = found[label_quality.LENGTH_CONTROL]
+    assert control.fitted["slope"] < 0 and control.prompts_per_pair == 0
+    assert label_quality._alignment(control.p[~fit], human[~fit]) == 1.0
+    cv = label_quality.cross_validated_alignment(passes, human, fit, pride_sample=8, seed=0)
+    assert cv[label_quality.LENGTH_CONTROL] == 1.0 > max(v for k, v in cv.items() if k != label_quality.LENGTH_CONTROL)
+    best = label_quality.choose_best(found, cv, human, fit, min_coverage=0.5)
+    assert best["best"].fitted["chosen"] != label_quality.LENGTH_CONTROL
+    assert found["ensemble:methods"].fitted["members"] == 3  # plain+cal, calibrated_swap, pointwise: no length
