@@ -51,7 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--datasets", default=",".join(name for name, *_ in DATASETS),
                         help="comma-separated subset of the data set names below")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16", "mixed"],
+                        help="default: mixed on a CPU with bf16 matrix units (labels read in fp32), else float32")
     parser.add_argument("--batch-size", type=int, default=64, help="most prompts per forward pass")
     parser.add_argument("--max-batch-tokens", type=int, default=4096, help="most tokens per forward pass")
     parser.add_argument("--fresh", action="store_true", help="discard earlier labels instead of resuming")

@@ -90,7 +90,13 @@ def cmd_label(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: no pairs loaded from {args.data}")
     started = time.time()
     backend = _backend(args)
-    print(f"model: {backend.source}; template: {template.name}; {len(pairs)} pairs", file=sys.stderr)
+    precision = backend.fingerprint().get("dtype")
+    if precision == "mixed":
+        from rlaif.backends.cpu_precision import bf16_matrix_units
+
+        precision = f"mixed (linear layers in bf16 on {bf16_matrix_units() or 'this device'}, labels read in fp32)"
+    print(f"model: {backend.source}; " + (f"{precision}; " if precision else "")
+          + f"template: {template.name}; {len(pairs)} pairs", file=sys.stderr)
     if not args.no_cache:
         backend = CachedBackend(backend, args.cache or f"{args.out}.cache.sqlite")
     if args.direct:
@@ -125,7 +131,10 @@ def _backend(args: argparse.Namespace):
 
         options = {key: _option_value(value) for key, value in (_mapping(",".join(args.vllm_option), "--vllm-option")
                                                                 or {}).items()}
-        return VLLMBackend.from_pretrained(args.model, dtype=args.dtype, tensor_parallel_size=args.tensor_parallel_size,
+        if args.dtype == "mixed":
+            raise SystemExit("error: --dtype mixed is the transformers backend's CPU path; vllm takes float32, "
+                             "bfloat16, float16 or auto")
+        return VLLMBackend.from_pretrained(args.model, dtype=args.dtype or "float32", tensor_parallel_size=args.tensor_parallel_size,
                                            max_model_len=args.max_model_len,
                                            gpu_memory_utilization=args.gpu_memory_utilization,
                                            max_prompt_tokens=args.max_prompt_tokens, seed=args.seed, **options)
@@ -252,8 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--model", default=DEFAULT_MODEL,
                        help="catalogue name (see `rlaif models`), local folder, .gguf file or hub name "
                             f"(default {DEFAULT_MODEL})")
-    label.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"],
-                       help="weights' dtype (auto: the checkpoint's, vllm only; on GPUs bfloat16 is usual)")
+    label.add_argument("--dtype", choices=["float32", "bfloat16", "float16", "mixed", "auto"],
+                       help="precision. transformers default: mixed on a CPU with bf16 matrix units (AMX or "
+                            "AVX-512 bf16: linear layers in bf16, labels read in fp32), float32 elsewhere; "
+                            "float32 is the exact path. vllm default: float32 (auto: the checkpoint's dtype)")
     label.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     engine = label.add_argument_group("engine", "which engine scores the prompts (default: transformers, in process)")
     engine.add_argument("--backend", default="transformers", choices=["transformers", "vllm", "http"],

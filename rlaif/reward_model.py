@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from rlaif.backends.cpu_precision import default_dtype
 from rlaif.pairs import PreferencePair
 
 INFO_FILE = "rlaif_reward_model.json"
@@ -141,8 +142,14 @@ class RewardTrainingConfig:
 class RewardModel:
     """A scalar reward for (context, response); callable as a TRL reward function, like DirectScorer."""
 
-    def __init__(self, model, tokenizer, *, name: str, info: dict[str, Any] | None = None, batch_size: int = 16):
+    def __init__(self, model, tokenizer, *, name: str, info: dict[str, Any] | None = None, batch_size: int = 16,
+                 feature_precision: str = "float32"):
+        if feature_precision not in ("float32", "mixed"):
+            raise ValueError(f"feature_precision must be 'float32' or 'mixed', got {feature_precision!r}")
         self.model, self.tokenizer, self.name = model, tokenizer, name
+        #: "mixed": ``features`` runs the backbone's matrix products in bf16 (CPU autocast) and the
+        #: residual stream and final norm in fp32; training always runs the weights as they are.
+        self.feature_precision = feature_precision
         self.info, self.batch_size = info or {}, batch_size
         self.tokenizer.truncation_side = "left"  # keep the response and the most recent context
         if self.tokenizer.pad_token_id is None:
@@ -153,8 +160,13 @@ class RewardModel:
         self.feature_cache: dict[str, torch.Tensor] | None = None
 
     @classmethod
-    def from_backbone(cls, backbone: str, *, dtype: str = "float32", device: str = "cpu", seed: int = 0) -> "RewardModel":
-        """A new reward model: ``backbone`` (catalogue name, folder, hub name) with a fresh scalar head."""
+    def from_backbone(cls, backbone: str, *, dtype: str = "float32", device: str = "cpu", seed: int = 0,
+                      feature_precision: str | None = None) -> "RewardModel":
+        """A new reward model: ``backbone`` (catalogue name, folder, hub name) with a fresh scalar head.
+
+        ``feature_precision`` (see ``features``) defaults to "mixed" for an fp32 model on a CPU with bf16
+        matrix units (``rlaif.backends.cpu_precision``), else "float32".
+        """
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from rlaif.models import hf_model_path
@@ -162,8 +174,10 @@ class RewardModel:
         path, source, _ = hf_model_path(backbone)
         torch.manual_seed(seed)  # the new head's initialization
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=getattr(torch, dtype))
+        if feature_precision is None:
+            feature_precision = default_dtype(device) if dtype == "float32" else "float32"
         return cls(model.to(device), AutoTokenizer.from_pretrained(path), name=backbone,
-                   info={"backbone": backbone, "backbone_source": source})
+                   info={"backbone": backbone, "backbone_source": source}, feature_precision=feature_precision)
 
     @classmethod
     def load(cls, path: str | Path, *, device: str = "cpu") -> "RewardModel":
@@ -175,7 +189,9 @@ class RewardModel:
             raise FileNotFoundError(f"{path}: no {INFO_FILE}; not a reward model saved by rlaif")
         info = json.loads(info_file.read_text())
         model = AutoModelForSequenceClassification.from_pretrained(path).to(device)
-        return cls(model, AutoTokenizer.from_pretrained(path), name=info.get("name", path.name), info=info)
+        precision = default_dtype(device) if model.dtype == torch.float32 else "float32"
+        return cls(model, AutoTokenizer.from_pretrained(path), name=info.get("name", path.name), info=info,
+                   feature_precision=precision)
 
     def save(self, path: str | Path) -> Path:
         """``save_pretrained`` (model and tokenizer) plus INFO_FILE: how it was trained, on what."""
@@ -202,11 +218,17 @@ class RewardModel:
         return attention_mask.sum(dim=1) - 1  # right padding: the last real token
 
     def features(self, texts: Sequence[str], progress: bool = False) -> torch.Tensor:
-        """The backbone's final hidden state at each text's last token (what the head reads), [n, hidden]."""
+        """The backbone's final hidden state at each text's last token (what the head reads), [n, hidden].
+
+        With ``feature_precision="mixed"`` the linear layers and attention run in bf16 under autocast,
+        while the residual stream, the norms and so the feature itself stay fp32.
+        """
         self.tokenizer.padding_side = "right"
         chunks = []
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths together: less padding
-        with torch.inference_mode():
+        mixed = torch.autocast(self.model.device.type, dtype=torch.bfloat16,
+                               enabled=self.feature_precision == "mixed")
+        with torch.inference_mode(), mixed:
             for start in tqdm(range(0, len(texts), self.batch_size), desc="reward-model features",
                               disable=not progress):
                 rows = order[start:start + self.batch_size]

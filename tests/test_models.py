@@ -106,7 +106,7 @@ def test_converted_hf_folder_gives_the_same_logprobs_as_the_gguf_load(private_ca
 
     from rlaif.backends.transformers_backend import TransformersBackend
 
-    gguf = TransformersBackend.from_pretrained(DEFAULT_MODEL)
+    gguf = TransformersBackend.from_pretrained(DEFAULT_MODEL, dtype="float32")
     resolved = resolve_model(DEFAULT_MODEL)
     folder = model_files.hf_folder(Path(resolved.path) / resolved.gguf_file, DEFAULT_MODEL)
     assert (folder / "config.json").is_file() and list(folder.glob("*.safetensors"))

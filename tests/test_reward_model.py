@@ -147,3 +147,23 @@ def test_a_reward_model_labels_pairs_for_the_report(tokenizer):
     np.testing.assert_allclose(labels["p"], 1 / (1 + np.exp(-gap)))
     summary = analyze(labels)
     assert summary["pairs"] == 6 and summary["position_bias"]["same_position_both_orders"] == 0.0
+
+
+def test_mixed_precision_features_multiply_in_bf16_and_stay_near_the_exact_ones(tokenizer):
+    """feature_precision="mixed" (the default of from_backbone on a CPU with bf16 units): the backbone's
+    products run in bf16, the feature the head reads is fp32 and close to the exact one."""
+    rm = tiny_rm(tokenizer)
+    texts = ["Question: hi\n\nAnswer: hello there, how can I help?", "Question: 2+2?\n\nAnswer: 4"]
+    exact = rm.features(texts)
+    rm.feature_precision = "mixed"
+    seen = []
+    hook = rm.model.model.layers[0].mlp.down_proj.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    try:
+        mixed = rm.features(texts)
+    finally:
+        hook.remove()
+    assert seen and set(seen) == {torch.bfloat16}
+    assert mixed.dtype == torch.float32 and not torch.equal(mixed, exact)
+    assert (mixed - exact).abs().max() < 0.05 * exact.abs().max()
+    with pytest.raises(ValueError, match="feature_precision"):
+        RewardModel(rm.model, tokenizer, name="tiny", feature_precision="bfloat16")

@@ -160,3 +160,24 @@ def test_no_prompts_give_an_empty_table():
     from rlaif.backends.transformers_backend import TransformersBackend
 
     assert TransformersBackend(tiny("llama"), NoTokenizer(), name="tiny").label_logprobs([], ["1", "2"]).shape == (0, 2)
+
+
+@pytest.mark.parametrize("architecture", ["llama", "qwen2", "gemma3"])
+def test_on_the_mixed_precision_path_shared_prefixes_stay_near_each_model_run_whole(architecture):
+    """bf16 products round differently with batch shapes, so the mixed path is not exactly batch-invariant;
+    the shared-prefix caches (fp32) and the whole runs stay within what bf16 products move, and near fp32."""
+    from rlaif.backends.cpu_precision import to_mixed_precision
+    from rlaif.backends.transformers_backend import TransformersBackend
+
+    exact = tiny(architecture)
+    model = to_mixed_precision(tiny(architecture))
+    backend = TransformersBackend(model, NoTokenizer(), name="tiny", max_batch_tokens=64, min_shared_prefix=4)
+    whole = TransformersBackend(model, NoTokenizer(), name="tiny", share_prefixes=False)
+    reference = TransformersBackend(exact, NoTokenizer(), name="tiny", share_prefixes=False)
+    sequences = labeling_like(0)
+    reads = [1 + i % 3 for i in range(len(sequences))]
+    shared, run_whole, fp32 = (b._logprobs_at_end(sequences, reads) for b in (backend, whole, reference))
+    assert backend.precision == "mixed" and reference.precision == "float32"
+    assert max(float((a - b).abs().max()) for a, b in zip(shared, run_whole)) < 5e-3
+    assert max(float((a - b).abs().max()) for a, b in zip(shared, fp32)) < 2e-2
+    assert any(not torch.equal(a, b) for a, b in zip(shared, fp32))  # the products did run in bf16

@@ -27,7 +27,7 @@ PROMPT = "Which number comes after one? Answer with 1 or 2.\n1) two\n2) seven\nA
 def backend():
     from rlaif.backends.transformers_backend import TransformersBackend
 
-    return TransformersBackend.from_pretrained(DEFAULT_MODEL, batch_size=4)
+    return TransformersBackend.from_pretrained(DEFAULT_MODEL, batch_size=4, dtype="float32")  # the exact path
 
 
 def reference_logprobs(backend, text, token_ids):
@@ -159,7 +159,7 @@ def test_a_local_model_folder_loads_and_scores(tmp_path, backend):
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(tmp_path / "tiny")
     backend.tokenizer.save_pretrained(tmp_path / "tiny")
-    local = TransformersBackend.from_pretrained(str(tmp_path / "tiny"), batch_size=2)
+    local = TransformersBackend.from_pretrained(str(tmp_path / "tiny"), batch_size=2, dtype="float32")
     assert "local folder" in local.source and local.fingerprint()["weights"].startswith("files:")
     assert "model.safetensors" in local.fingerprint()["weights"]
     assert backend.fingerprint()["weights"] == "sha256:" + resolve_model(DEFAULT_MODEL).weights_id().split(":")[1]

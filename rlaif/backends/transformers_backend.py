@@ -25,6 +25,7 @@ import torch
 from transformers import DynamicCache
 
 from rlaif.backends.batching import token_batches
+from rlaif.backends.cpu_precision import Bf16Linear, default_dtype, to_mixed_precision
 from rlaif.backends.label_tokens import Continuation, plan
 from rlaif.backends.prompt_tokens import PromptTokens
 from rlaif.backends.shared_prefix import PrefixNode, common_length, prefix_tree
@@ -37,6 +38,8 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: "mixed": the decoder's linear layers in bf16, everything else in fp32 (see ``cpu_precision``).
+PRECISIONS = (*DTYPES, "mixed")
 #: A key/value cache as (keys, values) per layer, batch 1; None for an empty prefix.
 KV = list[tuple[torch.Tensor, torch.Tensor]] | None
 
@@ -64,6 +67,9 @@ class TransformersBackend:
         self.tokens = PromptTokens(tokenizer, name)
         self.max_batch_tokens, self.share_prefixes, self.min_shared_prefix = max_batch_tokens, share_prefixes, min_shared_prefix
         self._base = model.base_model  # the decoder without the output layer
+        #: "mixed" when the decoder's linear layers run in bf16 (see ``cpu_precision``), else the weights' dtype.
+        self.precision = "mixed" if any(isinstance(m, Bf16Linear) for m in model.modules()) \
+            else str(model.dtype).removeprefix("torch.")
         # transformers 5.2x renamed past_key_values to cache
         self._cache_kw = "cache" if "cache" in inspect.signature(self._base.forward).parameters else "past_key_values"
         self.prefix_cache_entries = prefix_cache_entries
@@ -81,20 +87,28 @@ class TransformersBackend:
             raise ValueError(f"{name}: the tokenizer has neither a pad nor an eos token to pad batches with")
 
     @classmethod
-    def from_pretrained(cls, name: str = DEFAULT_MODEL, *, dtype: str = "float32", device: str = "cpu",
+    def from_pretrained(cls, name: str = DEFAULT_MODEL, *, dtype: str | None = None, device: str = "cpu",
                         revision: str | None = None, max_prompt_tokens: int | None = None,
                         **options) -> "TransformersBackend":
-        """Load by catalogue name, local folder, local .gguf file or hub name (see ``resolve_model``)."""
+        """Load by catalogue name, local folder, local .gguf file or hub name (see ``resolve_model``).
+
+        ``dtype``: "float32", "bfloat16", "float16", or "mixed" (bf16 linear layers, labels read
+        in fp32); None picks "mixed" on a CPU with bf16 matrix units and "float32" elsewhere.
+        """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        dtype = dtype or default_dtype(device)
+        if dtype not in PRECISIONS:
+            raise ValueError(f"dtype must be one of {sorted(PRECISIONS)}, got {dtype!r}")
         resolved = resolve_model(name)
         kwargs: dict[str, Any] = {"revision": revision} if revision else {}
         if resolved.gguf_file:
             kwargs["gguf_file"] = resolved.gguf_file
         tokenizer = AutoTokenizer.from_pretrained(resolved.path, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=DTYPES[dtype], **kwargs).to(device)
+        model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=DTYPES.get(dtype, torch.float32),
+                                                     **kwargs).to(device)
+        if dtype == "mixed":
+            to_mixed_precision(model)
         return cls(model, tokenizer, name=name, source=resolved.describe(), revision=revision,
                    max_prompt_tokens=max_prompt_tokens, weights=resolved.weights_id(), **options)
 
@@ -278,6 +292,6 @@ class TransformersBackend:
             "model": Path(self.name).name if str(self.weights).startswith("files:") else self.name,
             "weights": self.weights,  # not the path: the same weights elsewhere share cache entries
             "revision": self.revision,
-            "dtype": str(self.model.dtype).removeprefix("torch."),
+            "dtype": self.precision,
             "device": self.model.device.type,
         }
