@@ -133,7 +133,15 @@ def format_report(summary: dict[str, Any]) -> str:
     if "alignment_ci" in summary:
         ci, cal = summary["alignment_ci"], summary["calibration"]
         at = next(i for i, line in enumerate(lines) if line.startswith("alignment with humans"))
-        lines[at] += f"  (95% CI {_pct(ci['low'])} - {_pct(ci['high'])}, n={ci['n']})"
+        if ci["n"] >= 2 and ci["low"] == ci["high"]:
+            # every pair agrees (or none does): the bootstrap has no spread; say what n pairs allow
+            from scipy.stats import binomtest
+
+            exact = binomtest(round(summary["alignment"] * ci["n"]), ci["n"]).proportion_ci(0.95)
+            lines[at] += (f"  (every scored pair the same, so no bootstrap spread; exact binomial 95% CI "
+                          f"{_pct(exact.low)} - {_pct(exact.high)}, n={ci['n']})")
+        else:
+            lines[at] += f"  (95% CI {_pct(ci['low'])} - {_pct(ci['high'])}, n={ci['n']})"
         lines += [
             f"Cohen's kappa vs humans  {_num(summary['kappa'])}",
             f"calibration              ECE {_num(cal['ece'])}, Brier {_num(cal['brier'])}, "

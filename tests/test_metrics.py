@@ -530,3 +530,17 @@ def test_labeler_agreement_rejects_conflicting_humans_and_duplicates():
         metrics.labeler_agreement(a, table([(0.9, 2)]))
     with pytest.raises(ValueError, match="duplicate"):
         metrics.labeler_agreement(pd.concat([a, a]), a)
+
+
+def test_the_report_gives_an_exact_interval_where_every_pair_agrees():
+    """A percentile bootstrap has no spread when all n pairs agree; the report then prints the exact
+    (Clopper-Pearson) binomial interval, whose lower end for 12 of 12 is 0.025 ** (1 / 12) = 73.5%."""
+    from rlaif.report import analyze, format_report
+
+    full = lambda rows: table(rows).assign(candidate_mass=0.9, flags=[[] for _ in rows])  # noqa: E731
+    labels = full([(0.8, 1) if i % 2 else (0.3, 2) for i in range(12)])
+    line = next(line for line in format_report(analyze(labels, n_resamples=200)).splitlines()
+                if line.startswith("alignment with humans"))
+    assert "100.0%" in line and "exact binomial 95% CI 73.5% - 100.0%, n=12" in line
+    mixed = full([(0.8, 1), (0.3, 1), (0.7, 1), (0.2, 2)])
+    assert "exact binomial" not in format_report(analyze(mixed, n_resamples=200))
