@@ -189,9 +189,9 @@ class RewardModel:
             raise FileNotFoundError(f"{path}: no {INFO_FILE}; not a reward model saved by rlaif")
         info = json.loads(info_file.read_text())
         model = AutoModelForSequenceClassification.from_pretrained(path).to(device)
-        precision = default_dtype(device) if model.dtype == torch.float32 else "float32"
+        # the head reads features as they were computed in training (older saves: fp32)
         return cls(model, AutoTokenizer.from_pretrained(path), name=info.get("name", path.name), info=info,
-                   feature_precision=precision)
+                   feature_precision=info.get("feature_precision", "float32"))
 
     def save(self, path: str | Path) -> Path:
         """``save_pretrained`` (model and tokenizer) plus INFO_FILE: how it was trained, on what."""
@@ -199,7 +199,8 @@ class RewardModel:
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
-        (path / INFO_FILE).write_text(json.dumps({**self.info, "name": self.name}, indent=2, default=str) + "\n")
+        info = {**self.info, "name": self.name, "feature_precision": self.feature_precision}
+        (path / INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
         return path
 
     @property
@@ -313,6 +314,8 @@ def train_reward_model(rm: RewardModel, train: Sequence[PreferenceTarget], *, co
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     head_only = config.trainable == "head"
+    if not head_only:  # a tuned backbone trains, and is then read, in its weights' own precision
+        rm.feature_precision = "float32"
     for parameter in rm.model.parameters():
         parameter.requires_grad_(not head_only)
     rm.head.weight.requires_grad_(True)

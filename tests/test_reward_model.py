@@ -149,7 +149,7 @@ def test_a_reward_model_labels_pairs_for_the_report(tokenizer):
     assert summary["pairs"] == 6 and summary["position_bias"]["same_position_both_orders"] == 0.0
 
 
-def test_mixed_precision_features_multiply_in_bf16_and_stay_near_the_exact_ones(tokenizer):
+def test_mixed_precision_features_multiply_in_bf16_and_stay_near_the_exact_ones(tokenizer, tmp_path):
     """feature_precision="mixed" (the default of from_backbone on a CPU with bf16 units): the backbone's
     products run in bf16, the feature the head reads is fp32 and close to the exact one."""
     rm = tiny_rm(tokenizer)
@@ -167,3 +167,13 @@ def test_mixed_precision_features_multiply_in_bf16_and_stay_near_the_exact_ones(
     assert (mixed - exact).abs().max() < 0.05 * exact.abs().max()
     with pytest.raises(ValueError, match="feature_precision"):
         RewardModel(rm.model, tokenizer, name="tiny", feature_precision="bfloat16")
+    # a saved head is read with the features it was trained on; a tuned backbone in its own precision
+    config = RewardTrainingConfig(trainable="head", epochs=1, batch_size=8, learning_rate=1e-2, max_length=64)
+    train_reward_model(rm, toy(8, 1), config=config, labels_source="ai_soft", progress=False)
+    loaded = RewardModel.load(rm.save(tmp_path / "rm"))
+    assert loaded.feature_precision == "mixed"
+    np.testing.assert_allclose(loaded.rewards(["Q:"], ["A helpful answer."]), rm.rewards(["Q:"], ["A helpful answer."]),
+                               atol=1e-6)
+    train_reward_model(rm, toy(8, 1), config=RewardTrainingConfig(trainable="all", epochs=1, batch_size=8, max_length=64),
+                       labels_source="ai_soft", progress=False)
+    assert rm.feature_precision == "float32"
