@@ -207,8 +207,12 @@ def test_faults_between_client_and_server_are_retried_to_the_same_labels(http_ba
     with ScriptedServer(script=faults, upstream=server.url) as proxy:
         backend = http_backend(proxy.url, backoff=0.05, max_backoff=0.2)
         got = label_pairs(pairs, backend, template, chat_template=True, progress=False)
+        unseen = backend.stats["requests"] - len(proxy.seen)  # attempts that never reached the proxy
+        assert not proxy.script  # every scripted fault was met
     assert_same_labels(got, reference_labels)
-    assert backend.stats["retries"] == sum(fault != "ok" for fault in faults)
+    # one retry per scripted fault; beyond those, only attempts lost on a keep-alive connection the
+    # proxy had closed after a drop (a race: CI once saw one such ReadError) are retried
+    assert backend.stats["retries"] == sum(fault != "ok" for fault in faults) + unseen
     with ScriptedServer(script=["nologprobs"], upstream=server.url) as proxy:
         with pytest.raises(MissingLogprobsError, match="drops them"):
             http_backend(proxy.url).label_logprobs(["Answer 1 or 2:"], ["1", "2"])
