@@ -27,12 +27,11 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 import rlaif
-from labeling import DATASETS, cpu_name, load_benchmark_pairs, p_vs_reference
+from labeling import DATASETS, cpu_name, human_choices, load_benchmark_pairs, p_vs_reference
 from rlaif.backends.cpu_precision import bf16_matrix_units, to_mixed_precision
 from rlaif.prompting import Prompting
 
@@ -72,7 +71,7 @@ def main(argv=None):
 
     pairs = load_benchmark_pairs(args.data, args.pairs + 4)
     warmup, pairs = pairs[:4], pairs[4:]
-    human = np.array([pair.human_choice if pair.human_choice is not None else -1 for pair in pairs])
+    human = human_choices(pairs)
     template = rlaif.PromptTemplate(DATASETS[args.data][1])
     base = rlaif.TransformersBackend.from_pretrained(args.model, dtype="float32")
     cores = torch.get_num_threads()

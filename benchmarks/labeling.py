@@ -51,7 +51,7 @@ from rlaif.backends.cpu_precision import bf16_matrix_units, default_dtype, to_mi
 from rlaif.backends.shared_prefix import prefix_tree
 from rlaif.metrics import paired_difference_ci
 from rlaif.prompting import PairPrompts, Prompting
-from rlaif.soft_labels import swap_average
+from rlaif.soft_labels import choice, swap_average
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data"
@@ -74,6 +74,11 @@ def load_benchmark_pairs(name: str, limit: int) -> list:
     return pairs
 
 
+def human_choices(pairs) -> np.ndarray:
+    """Each pair's human label (1, 2, or TIE), -1 where it has none."""
+    return np.array([pair.human_choice if pair.human_choice is not None else -1 for pair in pairs])
+
+
 def p_vs_reference(p: np.ndarray, reference: np.ndarray, human: np.ndarray | None = None) -> dict:
     """How far soft labels ``p`` are from ``reference`` (the fp32 path's): the largest change, the
     share of pairs within 0.01, exact ties (p == 0.5) the reference does not have, AI choices
@@ -87,7 +92,7 @@ def p_vs_reference(p: np.ndarray, reference: np.ndarray, human: np.ndarray | Non
            "choice_changes": int(np.sum(np.sign(p - 0.5) != np.sign(reference - 0.5)))}
     if human is not None:
         labeled = np.isin(human, (1, 2))
-        right = lambda q: np.where(q > 0.5, 1, np.where(q < 0.5, 2, 0))[labeled] == human[labeled]  # noqa: E731
+        right = lambda q: choice(q)[labeled] == human[labeled]  # noqa: E731
         out["agreement"] = {"this": round(float(right(p).mean()), 4), "reference": round(float(right(reference).mean()), 4),
                             "pairs": int(labeled.sum())}
         out["agreement_difference"] = paired_difference_ci(right(p), right(reference))
@@ -241,7 +246,7 @@ def main(argv=None):
 
     pairs = load_benchmark_pairs(args.data, args.pairs)
     template = rlaif.PromptTemplate(DATASETS[args.data][1])
-    human = np.array([pair.human_choice if pair.human_choice is not None else -1 for pair in pairs])
+    human = human_choices(pairs)
     prompting = Prompting(shots=args.shots)
     started = time.perf_counter()
     reference_backend = rlaif.TransformersBackend.from_pretrained(args.model, dtype="float32")

@@ -137,7 +137,7 @@ def format_report(summary: dict[str, Any]) -> str:
             # every pair agrees (or none does): the bootstrap has no spread; say what n pairs allow
             from scipy.stats import binomtest
 
-            exact = binomtest(round(summary["alignment"] * ci["n"]), ci["n"]).proportion_ci(0.95)
+            exact = binomtest(round(ci["alignment"] * ci["n"]), ci["n"]).proportion_ci(0.95)
             lines[at] += (f"  (every scored pair the same, so no bootstrap spread; exact binomial 95% CI "
                           f"{_pct(exact.low)} - {_pct(exact.high)}, n={ci['n']})")
         else:

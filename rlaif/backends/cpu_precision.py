@@ -42,8 +42,8 @@ def bf16_matrix_units(cpuinfo: str = "/proc/cpuinfo") -> str | None:
 
 
 def default_dtype(device: str) -> str:
-    """What "auto" means for the transformers backend: "mixed" on a CPU with bf16 matrix units,
-    else "float32" (GPUs, and CPUs where bf16 would be emulated and slower)."""
+    """The transformers backend's precision when none is asked for: "mixed" on a CPU with bf16 matrix
+    units, else "float32" (GPUs, and CPUs where bf16 would be emulated and slower)."""
     return "mixed" if torch.device(device).type == "cpu" and bf16_matrix_units() else "float32"
 
 
