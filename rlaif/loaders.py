@@ -13,6 +13,8 @@ import itertools
 import json
 import math
 import os
+import re
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from importlib import resources
 from pathlib import Path
@@ -251,6 +253,56 @@ def parse_tldr(record: Row, row: int, name: str, seed: int) -> list[PreferencePa
     return [PreferencePair(pair_id, context.strip(), texts[0], texts[1], int(choice) + 1, name)]
 
 
+PANDALM_VOTES = {0: TIE, 1: 1, 2: 2}
+
+
+def _pandalm_vote(record: Row, key: str) -> int:
+    raw = record[key]
+    vote = int(raw) if isinstance(raw, str) and raw.strip() in ("0", "1", "2") else raw
+    if isinstance(vote, bool) or not isinstance(vote, Hashable) or vote not in PANDALM_VOTES:
+        raise DataError(f"must be 0 (tie), 1 or 2, got {raw!r}", field_name=key)
+    return PANDALM_VOTES[vote]
+
+
+def _pandalm_response(record: Row, key: str) -> tuple[str, bool]:
+    """The response text; a bare JSON true/false/number (a few published rows) becomes its text."""
+    value = record.get(key)
+    if isinstance(value, bool):
+        return str(value), True
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return str(value), True
+    return _text(record, key), False
+
+
+def parse_pandalm(record: Row, row: int, name: str, seed: int) -> list[PreferencePair]:
+    """PandaLM test set: ``{idx, instruction, input, response1, response2, annotator1..3, ...}``.
+
+    The human label is the strict majority of the annotators (a majority for 0 is a tie;
+    no majority, e.g. a three-way split, leaves the pair unlabeled); every vote is kept in
+    ``metadata["human_choices"]`` for human-human agreement.
+    """
+    instruction = _text(record, "instruction")
+    extra = _text(record, "input") if record.get("input") is not None else ""
+    if not (instruction.strip() or extra.strip()):
+        raise DataError("is empty, and so is input", field_name="instruction")
+    keys = sorted((k for k in record if re.fullmatch(r"annotator\d+", str(k))), key=lambda k: int(k[9:]))
+    if not keys:
+        raise DataError("no annotator1, annotator2, ... fields", field_name="annotator1")
+    votes = [_pandalm_vote(record, key) for key in keys]
+    top, count = Counter(votes).most_common(1)[0]
+    responses = [_pandalm_response(record, key) for key in ("response1", "response2")]
+    meta: dict[str, Any] = {"human_choices": votes}
+    meta.update({k: record[k] for k in ("idx", "cmp_key", "motivation_app") if k in record})
+    coerced = [key for key, (_, was_coerced) in zip(("response1", "response2"), responses) if was_coerced]
+    if coerced:
+        meta["coerced_to_text"] = coerced
+    idx = record.get("idx")
+    pair_id = f"{name}:{idx}" if isinstance(idx, int) and not isinstance(idx, bool) else f"{name}:row{row}"
+    context = "\n\n".join(part.strip() for part in (instruction, extra) if part.strip())
+    return [PreferencePair(pair_id, context, responses[0][0], responses[1][0],
+                           top if 2 * count > len(votes) else None, name, meta)]
+
+
 def generic_parser(columns: Mapping[str, str] | None = None,
                    label_map: Mapping[Any, int] | None = None) -> Callable[..., list[PreferencePair]]:
     """Parser for any table: ``columns`` maps our field names to the table's column names.
@@ -305,11 +357,13 @@ FORMATS: dict[str, tuple[Callable[..., list[PreferencePair]], str | None, str | 
     "llmbar": (parse_llmbar, None, "dataset.json"),
     "prd": (parse_prd, None, None),
     "tldr": (parse_tldr, None, None),
+    "pandalm": (parse_pandalm, None, None),
 }
 GENERIC_FORMATS = ("jsonl", "json", "csv", "parquet", "hf", "examples")
 #: The template task each format is labeled with unless the user says otherwise.
 DEFAULT_TASK = {"hh-rlhf": "harmless", "hhh": "helpful", "llmbar": "instruction", "prd": "instruction",
-                "tldr": "summarization", "examples": "instruction"}
+                "tldr": "summarization", "examples": "instruction",
+               "pandalm": "instruction"}
 
 
 #: Pair sets shipped inside the package (written for rlaif), loaded with format "examples".

@@ -127,12 +127,31 @@ def alignment(labels: pd.DataFrame, tie_band: float = 0.0) -> float:
 
 
 def _bootstrap_mean_ci(x: np.ndarray, confidence: float, n_resamples: int, seed: int,
-                       method: str) -> tuple[float, float, float]:
-    """(mean, low, high) of x by scipy.stats.bootstrap; degenerate inputs handled."""
+                       method: str, clusters: Sequence[Any] | None = None) -> tuple[float, float, float]:
+    """(mean, low, high) of x by scipy.stats.bootstrap; degenerate inputs handled.
+
+    With ``clusters`` (one key per entry of x), whole clusters are resampled and the
+    statistic is sum(x) / count over the drawn clusters: rows that share a cluster (pairs
+    of one instruction) are not independent, and resampling them one by one would make
+    the interval too narrow.
+    """
     n = len(x)
     if n == 0:
         return _NAN, _NAN, _NAN
     mean = float(np.mean(x))
+    if clusters is not None:
+        if len(clusters) != n:
+            raise ValueError(f"clusters must have one entry per row, got {len(clusters)} for {n}")
+        codes = pd.factorize(pd.Series(list(clusters), dtype=object))[0]
+        sums, counts = np.bincount(codes, weights=x), np.bincount(codes).astype(np.float64)
+        if len(sums) < 2 or np.all(x == x[0]):
+            return mean, mean, mean
+        result = stats.bootstrap(
+            (sums, counts), lambda s, c, axis: np.sum(s, axis=axis) / np.sum(c, axis=axis), vectorized=True,
+            paired=True, n_resamples=n_resamples, confidence_level=confidence, method=method,
+            batch=max(1, min(n_resamples, 4_000_000 // len(sums))), rng=np.random.default_rng(seed))
+        interval = result.confidence_interval
+        return mean, float(interval.low), float(interval.high)
     if n < 2 or np.all(x == x[0]):
         # Every resample has the same mean: the bootstrap interval collapses to the point.
         return mean, mean, mean
@@ -145,7 +164,8 @@ def _bootstrap_mean_ci(x: np.ndarray, confidence: float, n_resamples: int, seed:
 
 
 def alignment_ci(labels: pd.DataFrame, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0,
-                 tie_band: float = 0.0, method: str = "percentile") -> dict[str, Any]:
+                 tie_band: float = 0.0, method: str = "percentile",
+                 clusters: Sequence[Any] | None = None) -> dict[str, Any]:
     """Alignment with a bootstrap confidence interval.
 
     alignment = mean of a_i = [ai_choice_i == human_choice_i] over the n scored
@@ -156,27 +176,48 @@ def alignment_ci(labels: pd.DataFrame, confidence: float = 0.95, n_resamples: in
     n = 0: all NaN. n = 1 or all a_i equal: low = high = alignment (every
     resample gives the same mean; the interval is then no measure of uncertainty).
 
+    ``clusters``: one key per row of ``labels`` (e.g. the pair's instruction); whole
+    clusters are then resampled (see ``_bootstrap_mean_ci``).
+
     Returns dict(alignment, low, high, n).
     """
-    agree = scored(labels, tie_band)["agree"].to_numpy(dtype=np.float64)
-    mean, low, high = _bootstrap_mean_ci(agree, confidence, n_resamples, seed, method)
+    if clusters is not None:
+        if len(clusters) != len(labels):
+            raise ValueError(f"clusters must have one entry per row of labels, got {len(clusters)} for {len(labels)}")
+        labels = labels.assign(_cluster=list(clusters))
+    rows = scored(labels, tie_band)
+    agree = rows["agree"].to_numpy(dtype=np.float64)
+    mean, low, high = _bootstrap_mean_ci(agree, confidence, n_resamples, seed, method,
+                                         None if clusters is None else rows["_cluster"].tolist())
     return {"alignment": mean, "low": low, "high": high, "n": int(len(agree))}
 
 
+def mean_ci(x: Sequence[float], confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0,
+            clusters: Sequence[Any] | None = None) -> dict[str, Any]:
+    """Mean of x with the bootstrap interval ``alignment_ci`` uses (whole ``clusters`` resampled when given),
+    for agreement rates that are not a labels table (e.g. one annotator against the others).
+    Returns dict(mean, low, high, n)."""
+    x = np.asarray(x, dtype=np.float64)
+    mean, low, high = _bootstrap_mean_ci(x, confidence, n_resamples, seed, "percentile", clusters)
+    return {"mean": mean, "low": low, "high": high, "n": int(len(x))}
+
+
 def paired_difference_ci(right_a: Sequence[bool], right_b: Sequence[bool], confidence: float = 0.95,
-                         n_resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+                         n_resamples: int = 2000, seed: int = 0,
+                         clusters: Sequence[Any] | None = None) -> dict[str, Any]:
     """Alignment of labeler a minus labeler b on the same pairs, with a paired bootstrap interval.
 
     ``right_a[i]``, ``right_b[i]``: whether each agrees with people on pair i. The
     difference is the mean of d_i = right_a_i - right_b_i, and pairs are resampled
     together, so what both get right or both get wrong adds no noise: two labelers
     0.10 apart on 50 pairs can be told apart this way when their separate intervals
-    overlap. Same bootstrap as ``alignment_ci``. Returns dict(difference, low, high, n).
+    overlap. Same bootstrap as ``alignment_ci`` (``clusters``: resample whole clusters).
+    Returns dict(difference, low, high, n).
     """
     a, b = np.asarray(right_a, dtype=np.float64), np.asarray(right_b, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"right_a and right_b must have one entry per pair, got {a.shape} and {b.shape}")
-    mean, low, high = _bootstrap_mean_ci(a - b, confidence, n_resamples, seed, "percentile")
+    mean, low, high = _bootstrap_mean_ci(a - b, confidence, n_resamples, seed, "percentile", clusters)
     return {"difference": mean, "low": low, "high": high, "n": int(len(a))}
 
 
@@ -279,18 +320,37 @@ def human_agreement(labels: pd.DataFrame) -> dict[str, Any]:
     For row i with m_i choices: A_i = (agreeing annotator pairs) / (m_i (m_i - 1) / 2).
     mean_pairwise_agreement = mean_i A_i (each pair of responses weighs the same);
     fleiss_kappa = ``fleiss_kappa`` of the per-row counts of choices 1, 2, 0.
+    annotator_vs_majority = each annotator's choice against the strict majority of the
+    other annotators of the same row, over the (row, annotator) cases where that majority
+    is 1 or 2: one person scored the way ``alignment`` scores the AI against the majority
+    label (an annotator's tie counts as a disagreement, as an AI tie does);
+    annotator_vs_majority_n = the number of such cases.
     pairs = number of rows used (pairs of responses, not annotator pairs);
     with none: pairs = 0 and NaNs.
     """
     lists = [c for c in _human_choice_lists(labels) if len(c) >= 2]
     if not lists:
-        return {"pairs": 0, "mean_pairwise_agreement": _NAN, "fleiss_kappa": _NAN}
+        return {"pairs": 0, "mean_pairwise_agreement": _NAN, "fleiss_kappa": _NAN,
+                "annotator_vs_majority": _NAN, "annotator_vs_majority_n": 0}
     categories = (1, 2, TIE)
     counts = np.array([[c.count(k) for k in categories] for c in lists], dtype=np.float64)
     m = counts.sum(axis=1)
     pairwise = (np.sum(counts * (counts - 1) / 2, axis=1)) / (m * (m - 1) / 2)
+    against_majority = [choices[j] == majority for choices in lists for j in range(len(choices))
+                        if (majority := strict_majority(choices[:j] + choices[j + 1:])) in (1, 2)]
     return {"pairs": len(lists), "mean_pairwise_agreement": float(np.mean(pairwise)),
-            "fleiss_kappa": fleiss_kappa(counts)}
+            "fleiss_kappa": fleiss_kappa(counts),
+            "annotator_vs_majority": _mean(np.asarray(against_majority, dtype=np.float64)),
+            "annotator_vs_majority_n": len(against_majority)}
+
+
+def strict_majority(choices: list[int]) -> int | None:
+    """The choice more than half of ``choices`` made, or None (a split, or no choices)."""
+    if not choices:
+        return None
+    values, counts = np.unique(choices, return_counts=True)
+    top = int(np.argmax(counts))
+    return int(values[top]) if 2 * counts[top] > len(choices) else None
 
 
 def ai_vs_annotators(labels: pd.DataFrame, tie_band: float = 0.0) -> float:

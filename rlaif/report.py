@@ -163,6 +163,8 @@ def format_report(summary: dict[str, Any]) -> str:
             lines.append(f"human-human agreement    {_pct(humans['mean_pairwise_agreement'])} "
                          f"(Fleiss kappa {_num(humans['fleiss_kappa'])}); AI vs each annotator "
                          f"{_pct(humans['ai_vs_annotators'])}")
+            lines.append(f"annotator vs the others' majority {_pct(humans['annotator_vs_majority'])} "
+                         f"(n={humans['annotator_vs_majority_n']}), beside the AI's alignment above")
         lines.append("accuracy by confidence   " + "; ".join(
             f">= {row['low']:.1f}: {_pct(row['accuracy_if_kept'])} of {_pct(row['kept_share'])} kept"
             for row in summary["accuracy_by_confidence"]))

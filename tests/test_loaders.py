@@ -712,3 +712,72 @@ def test_float_labels_become_integers(tmp_path):
     path.write_text(json.dumps([{"input": "q", "output_1": "a", "output_2": "b", "label": 1.0}]))
     choice = load_pairs(path, "llmbar")[0].human_choice
     assert choice == 1 and type(choice) is int
+
+
+# ------------------------------------------------------------------ PandaLM
+
+def pandalm_record(idx: int, votes=(1, 1, 2), **extra) -> dict:
+    return {"idx": idx, "motivation_app": "app", "cmp_key": "a_b", "instruction": f"Do task {idx}.", "input": "",
+            "response1": "one", "response2": "two", **{f"annotator{k}": v for k, v in enumerate(votes, 1)}, **extra}
+
+
+def test_pandalm_majority_votes_and_metadata(shared_data):
+    path = shared_data / "pandalm" / "testset-v1.json"
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    pairs = load_pairs(path, "pandalm")
+    assert len(pairs) == len(raw) == 999
+    # ../shared/data/README.md: 422 for response 1, 472 for response 2, 105 tie majorities
+    assert Counter(p.human_choice for p in pairs) == {1: 422, 2: 472, TIE: 105}
+    for pair, record in zip(pairs, raw, strict=True):
+        votes = [int(record[f"annotator{k}"]) for k in (1, 2, 3)]
+        assert pair.metadata["human_choices"] == votes
+        top, count = Counter(votes).most_common(1)[0]
+        assert count >= 2 and pair.human_choice == top
+        assert pair.id == f"testset-v1:{record['idx']}" and pair.metadata["cmp_key"] == record["cmp_key"]
+        assert record["instruction"].strip() in pair.context
+        if record["input"].strip() and record["instruction"].strip():
+            assert pair.context.endswith("\n\n" + record["input"].strip())
+    first = pairs[0]
+    assert first.context.startswith("The sentence you are given might be too wordy")
+    assert (first.response_1, first.response_2, first.human_choice) == (
+        "If you have any questions about my rate, please let me know.",
+        "If you have any questions, please let me know.", 2)
+    # four published responses are a bare JSON true: read as the text "True", and said so
+    coerced = [p for p in pairs if "coerced_to_text" in p.metadata]
+    assert len(coerced) == 6 and all("True" in (p.response_1, p.response_2) for p in coerced)
+    # one record has a blank instruction; its input is the whole context
+    assert pairs[466].context == "Truthfulness"
+
+
+def test_pandalm_tie_majority_split_and_string_votes(tmp_path):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps([pandalm_record(0, (0, 0, 1)), pandalm_record(1, (0, 1, 2)),
+                                pandalm_record(2, ("2", "2", "1")), pandalm_record(3, (1, 2, 2, 1)),
+                                pandalm_record(4, (2, 1, 1), input="text in")]))
+    pairs = load_pairs(path, "pandalm")
+    assert [p.human_choice for p in pairs] == [TIE, None, 2, None, 1]
+    assert pairs[2].metadata["human_choices"] == [2, 2, 1]
+    assert pairs[4].context == "Do task 4.\n\ntext in"
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"annotator2": 3}, "annotator2"), ({"annotator1": True}, "annotator1"), ({"annotator3": "tie"}, "annotator3"),
+    ({"annotator1": None}, "annotator1"), ({"instruction": " ", "input": ""}, "instruction"),
+    ({"response2": None}, "response2"), ({"response1": ["a"]}, "response1"), ({"instruction": 5}, "instruction"),
+])
+def test_pandalm_bad_records_are_located(tmp_path, change, field):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps([pandalm_record(0), {**pandalm_record(1), **change}]))
+    with pytest.raises(DataError) as info:
+        load_pairs(path, "pandalm")
+    assert_located(info.value, path, 2, field)
+    kept = load_pairs(path, "pandalm", skip_bad=True)
+    assert [p.id for p in kept] == ["bad:0"] and kept.skipped[0].field == field
+
+
+def test_pandalm_without_annotators_is_an_error(tmp_path):
+    record = {k: v for k, v in pandalm_record(0).items() if not k.startswith("annotator")}
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps([record]))
+    with pytest.raises(DataError, match="annotator"):
+        load_pairs(path, "pandalm")

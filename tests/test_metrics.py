@@ -544,3 +544,56 @@ def test_the_report_gives_an_exact_interval_where_every_pair_agrees():
     assert "100.0%" in line and "exact binomial 95% CI 73.5% - 100.0%, n=12" in line
     mixed = full([(0.8, 1), (0.3, 1), (0.7, 1), (0.2, 2)])
     assert "exact binomial" not in format_report(analyze(mixed, n_resamples=200))
+
+
+def test_annotator_against_the_majority_of_the_others_by_hand():
+    labels = with_annotators([[1, 1, 2], [2, 2, 2], [1, 0, 2], [0, 0, 1], [1, 2]], [0.7] * 5)
+    # row 1: a1 vs maj(1,2)=none, a2 vs none, a3 (2) vs maj(1,1)=1 -> 0 of 1
+    # row 2: each 2 vs 2 -> 3 of 3; row 3: no two others agree -> none
+    # row 4: a1 (0) vs maj(0,1)=none, a2 none, a3 (1) vs maj(0,0)=tie -> not scored; row 5: others single -> a1 vs 2, a2 vs 1
+    result = metrics.human_agreement(labels)
+    assert result["annotator_vs_majority_n"] == 1 + 3 + 2
+    assert result["annotator_vs_majority"] == pytest.approx(3 / 6)
+    assert metrics.strict_majority([0, 0, 1]) == 0 and metrics.strict_majority([1, 2]) is None
+    assert metrics.strict_majority([]) is None and metrics.strict_majority([2]) == 2
+
+
+# --------------------------------------------------------------------------- clustered intervals
+
+def test_cluster_bootstrap_is_wider_when_rows_within_a_cluster_move_together():
+    """Forty clusters of ten identical rows carry forty rows' worth of evidence, not four hundred."""
+    rng = np.random.default_rng(3)
+    per_cluster = rng.random(40) < 0.7
+    right = np.repeat(per_cluster, 10)
+    clusters = np.repeat(np.arange(40), 10)
+    plain = metrics.paired_difference_ci(right, np.zeros(400))
+    clustered = metrics.paired_difference_ci(right, np.zeros(400), clusters=clusters)
+    assert clustered["difference"] == plain["difference"] == pytest.approx(right.mean())
+    assert (clustered["high"] - clustered["low"]) > 2.5 * (plain["high"] - plain["low"])
+    # ten identical rows per cluster resample like one row per cluster
+    one_row_each = metrics.paired_difference_ci(per_cluster, np.zeros(40))
+    assert clustered["high"] - clustered["low"] == pytest.approx(one_row_each["high"] - one_row_each["low"], abs=0.03)
+
+
+def test_cluster_bootstrap_on_independent_rows_matches_the_plain_one():
+    rng = np.random.default_rng(4)
+    right = rng.random(600) < 0.6
+    plain = metrics.paired_difference_ci(right, np.zeros(600))
+    clustered = metrics.paired_difference_ci(right, np.zeros(600), clusters=np.arange(600) // 2)
+    assert clustered["high"] - clustered["low"] == pytest.approx(plain["high"] - plain["low"], rel=0.2)
+
+
+def test_alignment_ci_clusters_follow_the_scored_rows_and_unequal_sizes():
+    rows = [{"p": 0.9, "human_choice": 1}, {"p": 0.9, "human_choice": 0}, {"p": 0.1, "human_choice": 1},
+            {"p": None, "human_choice": 2}, {"p": 0.2, "human_choice": 2}, {"p": 0.8, "human_choice": 2}]
+    labels = table(rows)
+    result = metrics.alignment_ci(labels, clusters=["a", "a", "b", "b", "c", "c"])
+    # scored rows: 0 (a, right), 2 (b, wrong), 4 (c, right), 5 (c, wrong) -> 2 of 4
+    assert result["alignment"] == pytest.approx(0.5) and result["n"] == 4
+    assert 0 <= result["low"] < 0.5 < result["high"] <= 1
+    # resampling clusters: the possible means are ratios of cluster sums, e.g. all "a" = 1, all "b" = 0
+    assert result["low"] >= 0 and result["high"] <= 1
+    with pytest.raises(ValueError, match="one entry per row"):
+        metrics.alignment_ci(labels, clusters=["a"])
+    single = metrics.alignment_ci(labels, clusters=["a"] * 6)
+    assert single["low"] == single["high"] == single["alignment"]

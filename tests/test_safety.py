@@ -72,12 +72,14 @@ FIELDS = {
     "llmbar": ["input", "output_1", "output_2", "label"],
     "prd": ["question", "answer_a", "answer_b", "overall_preference"],
     "tldr": ["info", "summaries", "choice"],
+    "pandalm": ["idx", "instruction", "input", "response1", "response2", "annotator1", "annotator2", "annotator3"],
 }
 PLAUSIBLE = {
     "chosen": st.just("\n\nHuman: hi\n\nAssistant: a"), "rejected": st.just("\n\nHuman: hi\n\nAssistant: b"),
     "target_scores": st.dictionaries(text, st.integers(0, 1) | json_value, max_size=3),
     "label": st.sampled_from([1, 2, 0, "1", 1.0, True, None]), "overall_preference": st.sampled_from([-1, 0, 1, 2, None]),
     "choice": st.sampled_from([0, 1, 2, None, False]),
+    **{f"annotator{k}": st.sampled_from([0, 1, 2, "0", "2", 3, True, None, " 1"]) for k in (1, 2, 3)},
     "info": st.fixed_dictionaries({"post": text}) | json_value,
     "summaries": st.lists(st.fixed_dictionaries({"text": text}) | json_value, max_size=3),
 }
@@ -95,7 +97,7 @@ def test_every_loader_gives_pairs_or_a_located_data_error(tmp_path_factory, fmt)
         if fmt == "hhh":
             path = path.with_name("task.json")
             path.write_text(json.dumps({"examples": rows}))
-        elif fmt == "llmbar":
+        elif fmt in ("llmbar", "pandalm"):
             path = path.with_name("dataset.json")
             path.write_text(json.dumps(rows))
         else:
