@@ -2,6 +2,7 @@
 
     python experiments/best_of_n.py                         # experiments/best_of_n.yaml
     python experiments/best_of_n.py --prompts 8 --n 4
+    python experiments/best_of_n.py --config experiments/best_of_n_instruct.yaml   # after rlaif_vs_rlhf_rm_instruct
 
 A policy samples N responses per prompt. Each reward function picks its best one:
 RM_AI and RM_HF (reward models saved by experiments/rlaif_vs_rlhf_rm.py), the direct
@@ -56,6 +57,20 @@ def load_config(argv=None) -> dict:
     return config
 
 
+def held_out_prompts(data: dict) -> list[str]:
+    """The prompts to sample for: ``prompts`` contexts after ``skip`` pairs, or, with ``heldout_from``
+    (a reward-model experiment's config.json), the contexts of its held-out pairs: instructions no RM
+    trained on."""
+    if data.get("heldout_from"):
+        ids = set(json.loads(Path(data["heldout_from"]).read_text())["heldout_ids"])
+        pairs = [pair for pair in rlaif.load_pairs(data["path"], data["format"]) if pair.id in ids]
+        if not pairs:
+            raise SystemExit(f"{data['heldout_from']}: none of its held-out ids are in {data['path']}")
+        return list(dict.fromkeys(pair.context for pair in pairs))[:data.get("prompts")]
+    pairs = rlaif.load_pairs(data["path"], data["format"], limit=data.get("skip", 0) + data["prompts"])
+    return list(dict.fromkeys(pair.context for pair in pairs[data.get("skip", 0):]))
+
+
 def pick_best(prompts: Sequence[str], samples: Sequence[Sequence[str]], reward: Reward) -> tuple[list[int], list[list[float]]]:
     """Index of the highest-reward sample per prompt (first on ties), and all the rewards."""
     flat = reward([p for p, group in zip(prompts, samples) for _ in group], [s for group in samples for s in group])
@@ -71,14 +86,16 @@ def main(argv=None) -> pd.DataFrame:
     results = Path(config["results"])
     results.mkdir(parents=True, exist_ok=True)
     data, sampling, seed = config["data"], config["samples"], config.get("seed", 0)
-    pairs = rlaif.load_pairs(data["path"], data["format"], limit=data.get("skip", 0) + data["prompts"])
-    prompts = list(dict.fromkeys(pair.context for pair in pairs[data.get("skip", 0):]))
+    prompts = held_out_prompts(data)
 
     policy = rlaif.TransformersBackend.from_pretrained(config["policy"]["model"])
-    samples = policy.generate(prompts, n=sampling["n"], temperature=sampling.get("temperature", 0.9),
+    chat = config["policy"].get("chat_template", False)  # an instruct policy answers inside its chat template
+    samples = policy.generate([policy.chat_prompt(p, "") if chat else p for p in prompts], n=sampling["n"],
+                              temperature=sampling.get("temperature", 0.9),
                               max_new_tokens=sampling.get("max_new_tokens", 48), seed=seed,
                               stop=sampling.get("stop", ["\n\nHuman:"]))
-    samples = [[text if text.startswith(" ") else " " + text.lstrip() for text in group] for group in samples]
+    samples = [[text.strip() if chat else text if text.startswith(" ") else " " + text.lstrip() for text in group]
+               for group in samples]
 
     judge_config = config["judge"]
     judge = policy if judge_config["model"] == config["policy"]["model"] else \

@@ -51,6 +51,93 @@ def test_rlaif_vs_rlhf_rm_table(rm_results):
     assert (results / "table.md").read_text().count("\n") == 6
 
 
+PANDALM = str(REPO.parent / "shared" / "data" / "pandalm" / "testset-v1.json")
+LLMBAR = str(REPO.parent / "shared" / "data" / "llmbar" / "LLMBar_Natural")
+
+
+@pytest.fixture(scope="module")
+def instruct_results(tmp_path_factory):
+    """The instruction config's shape (pool, held-out instructions, prompt choice, curves) made tiny."""
+    import rlaif_vs_rlhf_rm
+
+    root = tmp_path_factory.mktemp("rm_instruct")
+    config = yaml.safe_load((REPO / "experiments" / "rlaif_vs_rlhf_rm_instruct.yaml").read_text())
+    config["labeler"]["model"] = "smollm2-135m"
+    config["data"].update(pool=[{"format": "pandalm", "path": PANDALM, "limit": 40},
+                                {"format": "llmbar", "path": LLMBAR, "limit": 3}], heldout_pairs=8, human_pairs=6)
+    config.update(ai_pairs=[4, 6, 12, "all"], human_pairs_curve=[3, 6],
+                  prompt_choice={"pairs": 4, "variants": {"detailed": {"preamble": "detailed"},
+                                                          "cot": {"cot": True, "cot_max_tokens": 4, "pairs": 2,
+                                                                  "choose": False}}},
+                  save_models=False, results=str(root / "results"))
+    config["reward_model"].update(backbone="smollm2-135m", epochs=2, max_length=256)
+    (root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))  # variants in the order given
+    first = rlaif_vs_rlhf_rm.main(["--config", str(root / "config.yaml")])
+    return root, config, first
+
+
+@pytest.mark.model
+def test_instruct_rm_experiment_holds_out_whole_instructions_and_draws_curves(instruct_results):
+    import rlaif
+
+    root, config, table = instruct_results
+    results = Path(config["results"])
+    saved = json.loads((results / "config.json").read_text())
+    pool = {p.id: p for p in rlaif.load_pairs(PANDALM, "pandalm", limit=40)}
+    heldout = [pool[i] for i in saved["heldout_ids"]]
+    fitting_contexts = {pool[i].context for i in saved["ai_ids"] if i in pool}
+    assert not {p.context for p in heldout} & fitting_contexts  # no instruction on both sides
+    assert sum(p.human_choice in (1, 2) for p in heldout) >= 8
+    assert saved["train_ids"] == saved["ai_ids"][:6]  # RM_HF's pairs are the AI curve's first pairs
+    assert len(saved["ai_ids"]) == 40 - len(heldout) + 3  # "all": every fitting pair, LLMBar's included
+    names = list(table["labeler"])
+    assert names[:5] == ["Human annotator (each vs the others' majority)", "AI labeler (smollm2-135m)",
+                         "RM_HF (human labels)", "RM_AI (AI soft labels)", "RM_AI hard (AI argmax)"]
+    assert "RM_AI (AI soft labels, 43 pairs)" in names or any(n.startswith("RM_AI (AI soft labels, ") for n in names)
+    scored = sum(p.human_choice in (1, 2) for p in heldout)
+    assert (table["heldout_pairs"] == scored).all()
+    # the annotator row is each annotator against the other two, computed here from the raw votes
+    cases = [v[j] == v[(j + 1) % 3] for p in heldout if p.human_choice in (1, 2)
+             for v in [p.metadata["human_choices"]] for j in range(3)
+             if v[(j + 1) % 3] == v[(j + 2) % 3] and v[(j + 1) % 3] in (1, 2)]
+    assert table.iloc[0]["heldout_accuracy"] == pytest.approx(sum(cases) / len(cases))
+    # paired differences with RM_HF: its own is zero; the others match their accuracy gap
+    rows = table.set_index("labeler")
+    assert rows.loc["RM_HF (human labels)", "minus_rm_hf"] == 0
+    for name in ("RM_AI (AI soft labels)", "AI labeler (smollm2-135m)"):
+        gap = rows.loc[name, "heldout_accuracy"] - rows.loc["RM_HF (human labels)", "heldout_accuracy"]
+        assert rows.loc[name, "minus_rm_hf"] == pytest.approx(gap)
+        assert rows.loc[name, "diff_low"] <= rows.loc[name, "minus_rm_hf"] <= rows.loc[name, "diff_high"]
+    curve = pd.read_csv(results / "curve.csv")
+    assert sorted(curve[curve["labels"] == "AI"]["training_pairs"]) == [4, 6, 12, len(saved["ai_ids"])]
+    assert sorted(curve[curve["labels"] == "human"]["training_pairs"]) == [3, 6]
+    # RM_HF on the same 6 pairs with the same seed is the same model: same accuracy
+    same = curve[(curve["labels"] == "human") & (curve["training_pairs"] == 6)].iloc[0]
+    assert same["heldout_accuracy"] == rows.loc["RM_HF (human labels)", "heldout_accuracy"]
+    assert (results / "curve.png").stat().st_size > 10_000
+    choice = pd.read_csv(results / "prompt_choice.csv")
+    assert list(choice["variant"]) == ["configured", "detailed", "cot"] and list(choice["pairs"]) == [4, 4, 2]
+    assert choice.loc[0, "gain"] == 0 and not choice.loc[2, "chosen"]  # cot is measured, never chosen
+    assert choice["chosen"].sum() == 1
+    prompt_ids = {json.loads(line)["id"] for line in (results / "prompt_choice" / "detailed.jsonl").read_text().splitlines()
+                  if line.strip() and not line.startswith('{"rlaif_header"')} - {None}
+    assert prompt_ids <= set(saved["ai_ids"])  # prompt choice sees fitting pairs only
+
+
+@pytest.mark.model
+def test_instruct_rm_experiment_resumes_from_labels_and_features(instruct_results):
+    import rlaif_vs_rlhf_rm
+
+    root, config, first = instruct_results
+    results = Path(config["results"])
+    stamp = (results / "features.pt").stat().st_mtime_ns
+    again = rlaif_vs_rlhf_rm.main(["--config", str(root / "config.yaml")])
+    pd.testing.assert_frame_equal(first.drop(columns="seconds"), again.drop(columns="seconds"))
+    saved = json.loads((results / "config.json").read_text())
+    assert saved["seconds"]["labeling"] < first.set_index("labeler").loc["AI labeler (smollm2-135m)", "seconds"] + 60
+    assert (results / "features.pt").stat().st_mtime_ns >= stamp
+
+
 @pytest.fixture(scope="module")
 def bon_results(tmp_path_factory):
     import best_of_n
@@ -209,7 +296,8 @@ def test_policy_experiment_runs_every_arm_kind_judges_with_gold_judges_and_resum
 
 
 @pytest.mark.model
-def test_rlaif_vs_rlhf_notebook_runs_on_the_experiment_outputs(rm_results, bon_results, policy_results):
+def test_rlaif_vs_rlhf_notebook_runs_on_the_experiment_outputs(rm_results, bon_results, policy_results,
+                                                               instruct_results):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -223,10 +311,15 @@ def test_rlaif_vs_rlhf_notebook_runs_on_the_experiment_outputs(rm_results, bon_r
         if "parameters" in cell["metadata"].get("tags", []):
             namespace["RESULTS"], namespace["BEST_OF_N"] = str(rm_results[0]), str(bon_results[0])
             namespace["POLICY"] = str(policy_results[0])
+            namespace["INSTRUCT"] = instruct_results[1]["results"]
     pd.testing.assert_frame_equal(namespace["table"], pd.read_csv(rm_results[0] / "table.csv"))
     assert list(namespace["win_rates"]["selector"]) == list(bon_results[1]["selector"])
     pd.testing.assert_frame_equal(namespace["policy_win_rates"], pd.read_csv(policy_results[0] / "win_rates.csv"))
+    pd.testing.assert_frame_equal(namespace["instruct"], instruct_results[2].reset_index(drop=True),
+                                  check_dtype=False)
+    assert list(namespace["curve"]["training_pairs"]) == list(
+        pd.read_csv(Path(instruct_results[1]["results"]) / "curve.csv")["training_pairs"])
     assert set(namespace["figures"]) == {"accuracy", "reward_gaps", "training", "win_rates", "policy_win_rates",
-                                         "overoptimisation", "lengths"}
+                                         "overoptimisation", "lengths", "instruct_accuracy", "instruct_curve"}
     import matplotlib.pyplot as plt
     plt.close("all")
