@@ -50,7 +50,7 @@ from rlaif import metrics
 from rlaif.experiment_config import read_config
 from rlaif.pairs import PreferencePair
 from rlaif.prompting import Prompting
-from rlaif.report import write_table
+from rlaif.report import json_safe, write_table
 from rlaif.reward_model import (RewardModel, RewardTrainingConfig, reward_model_labels, targets_from_labels,
                                 train_reward_model)
 from rlaif.score_cache import CachedBackend
@@ -293,9 +293,9 @@ def main(argv=None) -> pd.DataFrame:
     started = time.time()
     backend = rlaif.TransformersBackend.from_pretrained(labeler["model"], dtype=labeler.get("dtype"))
     backend = CachedBackend(backend, results / "score_cache.sqlite")
-    variant, choice_table = {}, None
+    variant = {}
     if config.get("prompt_choice"):
-        variant, choice_table = choose_prompt(config, backend, parts["fitting"], results)
+        variant, _ = choose_prompt(config, backend, parts["fitting"], results)
         seconds["prompt_choice"] = round(time.time() - started, 1)
         started = time.time()
     template, prompting = prompting_for(labeler, variant)
@@ -305,6 +305,8 @@ def main(argv=None) -> pd.DataFrame:
     seconds["labeling"] = round(time.time() - started, 1)
     del backend
     rows = [row for row in [annotator_row(heldout)] if row]
+    heldout_labels = labels[labels["id"].isin({pair.id for pair in heldout})]
+    humans = {**metrics.human_agreement(heldout_labels), "ai_vs_annotators": metrics.ai_vs_annotators(heldout_labels)}
     ai_row = len(rows)
     rows.append(scored_row(f"AI labeler ({labeler['model']})", labels, heldout, train_pairs=0,
                            seconds=seconds["labeling"]))
@@ -312,8 +314,13 @@ def main(argv=None) -> pd.DataFrame:
     rm_settings = dict(config["reward_model"])
     backbone = rm_settings.pop("backbone")
     training = RewardTrainingConfig(**rm_settings)
-    feature_key = {"backbone": backbone, "max_length": training.max_length}
-    features = load_features(results / "features.pt", feature_key) if training.trainable == "head" else {}
+    frozen = training.trainable == "head"
+    if frozen:  # one backbone for every arm; each arm starts from the same fresh head
+        shared = RewardModel.from_backbone(backbone, seed=training.seed)
+        fresh_head = {k: v.clone() for k, v in shared.head.state_dict().items()}
+        feature_key = {"backbone": backbone, "max_length": training.max_length,
+                       "precision": shared.feature_precision}
+        features = load_features(results / "features.pt", feature_key)
     evaluate = targets_from_labels(labels[labels["id"].isin({p.id for p in heldout})], heldout, "human")
     histories, rewards = [], {"id": [p.id for p in heldout], "human_choice": [p.human_choice for p in heldout]}
     heldout_scored = [pair for pair in heldout if labeled(pair)]
@@ -328,10 +335,14 @@ def main(argv=None) -> pd.DataFrame:
         train_labels = labels[labels["id"].isin({pair.id for pair in train})]
         targets = targets_from_labels(train_labels, train, source,
                                       min_confidence=config.get("min_confidence", 0.0) if source != "human" else 0.0)
-        rm = RewardModel.from_backbone(backbone, seed=training.seed)
+        if frozen:
+            rm = shared
+            rm.head.load_state_dict(fresh_head)
+        else:
+            rm = RewardModel.from_backbone(backbone, seed=training.seed)
         history = train_reward_model(rm, targets, config=training, labels_source=source, evaluate=evaluate,
-                                     features=features if training.trainable == "head" else None)
-        if training.trainable == "head":
+                                     features=features if frozen else None)
+        if frozen:
             save_features(results / "features.pt", feature_key, features)
         histories += [{"rm": name, "source": source, **record} for record in history]
         rm_labels = reward_model_labels(heldout, rm)
@@ -361,9 +372,10 @@ def main(argv=None) -> pd.DataFrame:
         plot_curve(pd.DataFrame(curve), results / "curve.png")
     pd.DataFrame(histories).to_csv(results / "history.csv", index=False)
     pd.DataFrame(rewards).to_csv(results / "heldout_rewards.csv", index=False)
-    (results / "config.json").write_text(json.dumps({
-        **config, "prompt_chosen": variant, "seconds": seconds, "train_ids": [p.id for p in human],
-        "ai_ids": [p.id for p in parts["ai"]], "heldout_ids": [p.id for p in heldout]}, indent=2) + "\n")
+    (results / "config.json").write_text(json.dumps(json_safe({
+        **config, "prompt_chosen": variant, "seconds": seconds, "human_agreement_heldout": humans,
+        "train_ids": [p.id for p in human], "ai_ids": [p.id for p in parts["ai"]],
+        "heldout_ids": [p.id for p in heldout]}), indent=2) + "\n")
     print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     print(f"wall time {seconds['total']:.0f} s: {seconds}")
     return table

@@ -781,3 +781,27 @@ def test_pandalm_without_annotators_is_an_error(tmp_path):
     path.write_text(json.dumps([record]))
     with pytest.raises(DataError, match="annotator"):
         load_pairs(path, "pandalm")
+
+
+def test_pandalm_report_puts_human_human_agreement_beside_the_labeler(shared_data):
+    """What `rlaif report` prints for PandaLM labels: the annotators' agreement, computed here from the votes."""
+    from itertools import combinations
+
+    from fakes import FakeBackend
+    from rlaif.labeler import label_pairs
+    from rlaif.report import analyze, format_report
+    from rlaif.templates import PromptTemplate
+
+    pairs = load_pairs(shared_data / "pandalm" / "testset-v1.json", "pandalm", limit=60)
+    labels = label_pairs(pairs, FakeBackend(), PromptTemplate("instruction"), progress=False)
+    summary = analyze(labels)
+    votes = [p.metadata["human_choices"] for p in pairs]
+    pairwise = sum(sum(a == b for a, b in combinations(v, 2)) / 3 for v in votes) / len(votes)
+    humans = summary["human_agreement"]
+    assert humans["pairs"] == 60 and humans["mean_pairwise_agreement"] == pytest.approx(pairwise)
+    others = [v[j] == v[(j + 1) % 3] for v in votes for j in range(3)
+              if v[(j + 1) % 3] == v[(j + 2) % 3] and v[(j + 1) % 3] in (1, 2)]
+    assert humans["annotator_vs_majority"] == pytest.approx(sum(others) / len(others))
+    text = format_report(summary)
+    assert f"human-human agreement    {100 * pairwise:.1f}%" in text
+    assert f"annotator vs the others' majority {100 * sum(others) / len(others):.1f}% (n={len(others)})" in text
