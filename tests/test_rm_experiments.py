@@ -323,3 +323,21 @@ def test_rlaif_vs_rlhf_notebook_runs_on_the_experiment_outputs(rm_results, bon_r
                                          "overoptimisation", "lengths", "instruct_accuracy", "instruct_curve"}
     import matplotlib.pyplot as plt
     plt.close("all")
+
+
+def test_best_of_n_samples_the_held_out_instructions_of_a_reward_model_run(tmp_path):
+    import best_of_n
+
+    import rlaif
+
+    pairs = rlaif.load_pairs(PANDALM, "pandalm", limit=30)
+    heldout = [p.id for p in pairs if p.context in {pairs[3].context, pairs[20].context}]
+    (tmp_path / "config.json").write_text(json.dumps({"heldout_ids": heldout}))
+    data = {"format": "pandalm", "path": PANDALM, "heldout_from": str(tmp_path / "config.json")}
+    assert best_of_n.held_out_prompts(data) == list(dict.fromkeys(
+        p.context for p in pairs if p.id in set(heldout)))  # each instruction once, in file order
+    assert len(best_of_n.held_out_prompts(data)) == 2
+    assert best_of_n.held_out_prompts({**data, "prompts": 1}) == [pairs[3].context]
+    (tmp_path / "config.json").write_text(json.dumps({"heldout_ids": ["nope:1"]}))
+    with pytest.raises(SystemExit, match="none of its held-out ids"):
+        best_of_n.held_out_prompts(data)
