@@ -271,7 +271,14 @@ def load_reward_models(paths: dict[str, str | Path]) -> dict[str, RewardModel]:
         if not (Path(path) / INFO_FILE).is_file():
             raise FileNotFoundError(f"reward model {name}: {path} holds no reward model saved by rlaif; train one "
                                     "with experiments/rlaif_vs_rlhf_rm.py (save_models: true) or RewardModel.save")
-    return {name: RewardModel.load(path) for name, path in paths.items()}
+    models = {name: RewardModel.load(path) for name, path in paths.items()}
+    # Head-only RMs on one backbone read the same features: compute each text's once for all of them.
+    shared: dict[tuple, dict[str, torch.Tensor]] = {}
+    for rm in models.values():
+        if rm.info.get("config", {}).get("trainable") == "head" and rm.info.get("backbone"):
+            key = (rm.info["backbone"], rm.feature_precision, rm.max_length)
+            rm.feature_cache = shared.setdefault(key, {})
+    return models
 
 
 # ---------------------------------------------------------------- training

@@ -177,3 +177,26 @@ def test_mixed_precision_features_multiply_in_bf16_and_stay_near_the_exact_ones(
     train_reward_model(rm, toy(8, 1), config=RewardTrainingConfig(trainable="all", epochs=1, batch_size=8, max_length=64),
                        labels_source="ai_soft", progress=False)
     assert rm.feature_precision == "float32"
+
+
+def test_loaded_head_only_rms_on_one_backbone_share_their_features(tmp_path):
+    from rlaif.reward_model import load_reward_models
+
+    tokenizer = load_tokenizer("smollm2-135m")
+    paths, alone = {}, {}
+    for name, prefer in (("a", "helpful"), ("b", "rude"), ("tuned", "helpful")):
+        rm = tiny_rm(tokenizer, seed=0)  # the same backbone for all three
+        rm.info["backbone"] = "tiny"
+        train_reward_model(rm, toy(16, seed=1, prefer=prefer), labels_source="test", progress=False,
+                           config=RewardTrainingConfig(epochs=3, trainable="all" if name == "tuned" else "head",
+                                                       max_length=64))
+        paths[name] = rm.save(tmp_path / name)
+    for name, path in paths.items():
+        alone[name] = RewardModel.load(path).rewards(["Q"] * 2, ["A helpful answer.", "A rude answer."])
+    models = load_reward_models(paths)
+    assert models["a"].feature_cache is models["b"].feature_cache is not None
+    assert models["tuned"].feature_cache is None  # its backbone moved: its features are its own
+    for name, rm in models.items():
+        np.testing.assert_allclose(rm.rewards(["Q"] * 2, ["A helpful answer.", "A rude answer."]), alone[name],
+                                   rtol=1e-5, atol=1e-6)
+    assert len(models["a"].feature_cache) == 2  # b read a's features
