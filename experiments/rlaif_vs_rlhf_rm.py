@@ -57,7 +57,7 @@ from rlaif.score_cache import CachedBackend
 
 HERE = Path(__file__).resolve().parent
 CONFIG_KEYS = {"labeler", "data", "reward_model", "sources", "min_confidence", "save_models", "results",
-               "prompt_choice", "ai_pairs", "human_pairs_curve"}
+               "prompt_choice", "ai_pairs", "ai_pairs_labels", "human_pairs_curve"}
 SOURCES = {"human": "RM_HF (human labels)", "ai_soft": "RM_AI (AI soft labels)", "ai_hard": "RM_AI hard (AI argmax)"}
 VARIANT_KEYS = {"preamble", "shots", "cot", "cot_max_tokens", "pairs", "choose"}
 
@@ -262,17 +262,17 @@ def plot_curve(curve: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6, 4.6))
     for k, (labels, part) in enumerate(curve.sort_values("training_pairs").groupby("labels", sort=True)):
-        shift = (k - 0.5) * 6  # side by side where both have a point
+        shift = (k - 1) * 6  # side by side where several have a point
         ax.errorbar(part["training_pairs"] + shift, part["heldout_accuracy"],
                     yerr=[part["heldout_accuracy"] - part["ci_low"], part["ci_high"] - part["heldout_accuracy"]],
-                    marker="o", capsize=4, label=f"{labels} labels ({'RM_AI, soft' if labels == 'AI' else 'RM_HF'})")
+                    marker="o", capsize=4, label=f"{labels} labels ({'RM_HF' if labels == 'human' else 'RM_AI'})")
     ax.axhline(0.5, color="grey", linestyle=":", label="chance")
     ax.set_xlabel("training pairs")
     ax.set_ylabel("held-out accuracy vs the human majority")
     ax.set_title("Reward models: AI labels vs human labels, by amount")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -325,7 +325,8 @@ def main(argv=None) -> pd.DataFrame:
     histories, rewards = [], {"id": [p.id for p in heldout], "human_choice": [p.human_choice for p in heldout]}
     heldout_scored = [pair for pair in heldout if labeled(pair)]
     arms = [(SOURCES[source], source, human) for source in config.get("sources", list(SOURCES))]
-    arms += [(f"RM_AI (AI soft labels, {n} pairs)", "ai_soft", parts["ai"][:n])
+    arms += [(f"RM_AI (AI {source[3:]} labels, {n} pairs)", source, parts["ai"][:n])
+             for source in config.get("ai_pairs_labels", ["ai_soft"])
              for n in curve_sizes(config.get("ai_pairs", []), len(parts["ai"]))]
     arms += [(f"RM_HF (human labels, {n} pairs)", "human", parts["with_label"][:n])
              for n in config.get("human_pairs_curve", [])]
@@ -355,7 +356,8 @@ def main(argv=None) -> pd.DataFrame:
                                          seconds=round(time.time() - started, 1)), right_this, right_hf, heldout_scored)
         rows.append(row)
         if name != SOURCES.get(source):
-            curve.append({"labels": "AI" if source == "ai_soft" else "human", "training_pairs": len(train), **row})
+            curve.append({"labels": {"ai_soft": "AI soft", "ai_hard": "AI hard"}.get(source, "human"),
+                          "training_pairs": len(train), **row})
         save = config.get("save_models", True)
         if save is True or (isinstance(save, list) and key in save):
             rm.save(results / f"rm_{key}")
