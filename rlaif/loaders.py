@@ -362,8 +362,7 @@ FORMATS: dict[str, tuple[Callable[..., list[PreferencePair]], str | None, str | 
 GENERIC_FORMATS = ("jsonl", "json", "csv", "parquet", "hf", "examples")
 #: The template task each format is labeled with unless the user says otherwise.
 DEFAULT_TASK = {"hh-rlhf": "harmless", "hhh": "helpful", "llmbar": "instruction", "prd": "instruction",
-                "tldr": "summarization", "examples": "instruction",
-               "pandalm": "instruction"}
+                "tldr": "summarization", "examples": "instruction", "pandalm": "instruction"}
 
 
 #: Pair sets shipped inside the package (written for rlaif), loaded with format "examples".
