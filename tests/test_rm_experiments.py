@@ -320,7 +320,7 @@ def test_rlaif_vs_rlhf_notebook_runs_on_the_experiment_outputs(rm_results, bon_r
     assert list(namespace["win_rates"]["selector"]) == list(bon_results[1]["selector"])
     pd.testing.assert_frame_equal(namespace["policy_win_rates"], pd.read_csv(policy_results[0] / "win_rates.csv"))
     pd.testing.assert_frame_equal(namespace["instruct"], pd.read_csv(Path(instruct_results[1]["results"]) / "table.csv"))
-    assert list(namespace["curve"]["training_pairs"]) == list(
+    assert list(namespace["instruct_curve"]["training_pairs"]) == list(
         pd.read_csv(Path(instruct_results[1]["results"]) / "curve.csv")["training_pairs"])
     assert set(namespace["figures"]) == {"accuracy", "reward_gaps", "training", "win_rates", "policy_win_rates",
                                          "overoptimisation", "lengths", "instruct_accuracy", "instruct_curve"}
