@@ -54,6 +54,7 @@ from rlaif.report import json_safe, write_table
 from rlaif.reward_model import (RewardModel, RewardTrainingConfig, reward_model_labels, targets_from_labels,
                                 train_reward_model)
 from rlaif.score_cache import CachedBackend
+from rlaif.soft_labels import choice
 
 HERE = Path(__file__).resolve().parent
 CONFIG_KEYS = {"labeler", "data", "reward_model", "sources", "min_confidence", "save_models", "results",
@@ -165,21 +166,20 @@ def prompting_for(labeler: dict, variant: dict | None = None) -> tuple[rlaif.Pro
 def right(labels: pd.DataFrame, pairs: list[PreferencePair]) -> np.ndarray:
     """Per pair (in ``pairs``' order): does the labeler agree with the human label."""
     p = labels.set_index("id").loc[[pair.id for pair in pairs], "p"].to_numpy(dtype=np.float64)
-    human = np.array([pair.human_choice for pair in pairs])
-    return np.where(p > 0.5, 1, np.where(p < 0.5, 2, 0)) == human
+    return choice(p) == np.array([pair.human_choice for pair in pairs])
 
 
 def choose_prompt(config: dict, backend, fitting: list[PreferencePair], results: Path) -> tuple[dict, pd.DataFrame]:
     """The prompt variant to label with: the configured one unless a variant beats it, on fitting
     pairs only, by a paired difference whose 95% interval is above zero. A variant with
     ``choose: false`` is measured and reported but never used at scale (too slow for the budget)."""
-    labeler, choice = config["labeler"], config["prompt_choice"]
-    pool = [pair for pair in fitting if labeled(pair)][:choice["pairs"]]
+    labeler, settings = config["labeler"], config["prompt_choice"]
+    pool = [pair for pair in fitting if labeled(pair)][:settings["pairs"]]
     folder = results / "prompt_choice"
     folder.mkdir(exist_ok=True)
     chat = labeler.get("chat_template", True)
     rows, best, reference = [], ("configured", {}, 0.0), None
-    for name, variant in {"configured": {}, **choice.get("variants", {})}.items():
+    for name, variant in {"configured": {}, **settings.get("variants", {})}.items():
         variant = dict(variant)
         pairs, eligible = pool[:variant.pop("pairs", len(pool))], variant.pop("choose", True)
         template, prompting = prompting_for(labeler, variant)
@@ -219,12 +219,9 @@ def annotator_row(heldout: list[PreferencePair]) -> dict | None:
     a person scored the way the AI labeler is (``metrics.human_agreement``'s annotator_vs_majority)."""
     cases, contexts = [], []
     for pair in filter(labeled, heldout):
-        votes = pair.metadata.get("human_choices") or []
-        for j in range(len(votes)):
-            majority = metrics.strict_majority(votes[:j] + votes[j + 1:])
-            if majority in (1, 2):
-                cases.append(votes[j] == majority)
-                contexts.append(pair.context)
+        agree = metrics.annotator_vs_majority_cases(list(pair.metadata.get("human_choices") or []))
+        cases += agree
+        contexts += [pair.context] * len(agree)
     if not cases:
         return None
     ci = metrics.mean_ci(cases, clusters=contexts)
@@ -321,7 +318,7 @@ def main(argv=None) -> pd.DataFrame:
         feature_key = {"backbone": backbone, "max_length": training.max_length,
                        "precision": shared.feature_precision}
         features = load_features(results / "features.pt", feature_key)
-    evaluate = targets_from_labels(labels[labels["id"].isin({p.id for p in heldout})], heldout, "human")
+    evaluate = targets_from_labels(heldout_labels, heldout, "human")
     histories, rewards = [], {"id": [p.id for p in heldout], "human_choice": [p.human_choice for p in heldout]}
     heldout_scored = [pair for pair in heldout if labeled(pair)]
     arms = [(SOURCES[source], source, human) for source in config.get("sources", list(SOURCES))]

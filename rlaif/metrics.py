@@ -336,12 +336,18 @@ def human_agreement(labels: pd.DataFrame) -> dict[str, Any]:
     counts = np.array([[c.count(k) for k in categories] for c in lists], dtype=np.float64)
     m = counts.sum(axis=1)
     pairwise = (np.sum(counts * (counts - 1) / 2, axis=1)) / (m * (m - 1) / 2)
-    against_majority = [choices[j] == majority for choices in lists for j in range(len(choices))
-                        if (majority := strict_majority(choices[:j] + choices[j + 1:])) in (1, 2)]
+    against_majority = [case for choices in lists for case in annotator_vs_majority_cases(choices)]
     return {"pairs": len(lists), "mean_pairwise_agreement": float(np.mean(pairwise)),
             "fleiss_kappa": fleiss_kappa(counts),
             "annotator_vs_majority": _mean(np.asarray(against_majority, dtype=np.float64)),
             "annotator_vs_majority_n": len(against_majority)}
+
+
+def annotator_vs_majority_cases(choices: list[int]) -> list[bool]:
+    """For one pair's annotator choices: each annotator's agreement with the strict majority of
+    the others, for the annotators whose others have a majority of 1 or 2."""
+    return [choices[j] == majority for j in range(len(choices))
+            if (majority := strict_majority(choices[:j] + choices[j + 1:])) in (1, 2)]
 
 
 def strict_majority(choices: list[int]) -> int | None:
