@@ -28,10 +28,10 @@ import warnings
 from pathlib import Path
 
 import torch
+from labeling import DATASETS, cpu_name, human_choices, load_benchmark_pairs, p_vs_reference
 from torch import nn
 
 import rlaif
-from labeling import DATASETS, cpu_name, human_choices, load_benchmark_pairs, p_vs_reference
 from rlaif.backends.cpu_precision import bf16_matrix_units, to_mixed_precision
 from rlaif.prompting import Prompting
 

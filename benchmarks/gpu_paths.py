@@ -11,7 +11,7 @@ seed 0) on the device under test and on the CPU. Each check, and why it exists:
      experiments use must not depend on the device.
   c. ``DirectScorer``: 1-10 scores as rewards, the reward GRPO trains against in e.
   d. ``RewardModel``: rewards, ``train_reward_model`` (head and full) and save/load on a device.
-  e. TRL through ``rlaif.policy_training`` (if trl imports): GRPO and soft/hard DPO with
+  e. TRL through ``rlaif.training.policy_training`` (if trl imports): GRPO and soft/hard DPO with
      ``RewardCurve`` exactly as shipped, which once failed on the GPU (encodings left on the CPU)
      and once changed the run it watched (it reseeded the CUDA generator). Asserts a step-0 KL of
      0 and, for GRPO, the same reward per step with and without the monitor (both seeded alike);
@@ -44,8 +44,8 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, TrainerCallback
 
 import rlaif
-from rlaif.reward_model import RewardModel, RewardTrainingConfig, targets_from_labels, train_reward_model
-from rlaif.rl_monitor import RewardCurve
+from rlaif.training.reward_model import RewardModel, RewardTrainingConfig, targets_from_labels, train_reward_model
+from rlaif.training.rl_monitor import RewardCurve
 
 TOL = 1e-3
 
@@ -328,7 +328,7 @@ def check_grpo(numbers: dict, folder: str, device: str, state: dict, tmp: Path, 
     ``shared_proxy`` (the training scorer is the proxy too, as in experiments/rlaif_vs_rlhf_policy.py:
     its remembered prefix caches may move rewards by rounding) and ``bare_again`` (is a run
     reproducible at all?) are informational."""
-    from rlaif.policy_training import train_online
+    from rlaif.training.policy_training import train_online
 
     prompts = [p.context[-400:] for p in state["pairs"][:8]]
     settings = {"num_generations": 4, "per_device_train_batch_size": 4, "max_completion_length": 16,
@@ -362,7 +362,7 @@ def check_grpo(numbers: dict, folder: str, device: str, state: dict, tmp: Path, 
 
 def check_dpo(numbers: dict, folder: str, device: str, state: dict, tmp: Path, steps: int, repeats: int) -> bool:
     """Soft-label and hard DPO with RewardCurve as a callback; numbers from the last of ``repeats`` rounds (warm)."""
-    from rlaif.policy_training import train_dpo
+    from rlaif.training.policy_training import train_dpo
 
     targets = targets_from_labels(state["labels"], state["pairs"], "ai_soft")
     targets = [t.__class__(t.context[-400:], t.response_1[:300], t.response_2[:300], t.p, t.group) for t in targets]

@@ -333,7 +333,7 @@ def main(argv=None):
                          "choices": [int(m.group()) if m else None for m in found], "answers_head": texts[:5]}
             elif method == "llamacpp":
                 n_pairs = peer_pairs
-                gguf = rlaif.models.resolve_model(args.model)
+                gguf = rlaif.backends.models.resolve_model(args.model)
                 if not gguf.gguf_file:
                     results[method] = {"skipped": f"{args.model} is not a .gguf model"}
                     continue

@@ -29,11 +29,11 @@ import numpy as np
 import pandas as pd
 
 import rlaif
+from rlaif.analysis.report import write_table
 from rlaif.experiment_config import read_config
 from rlaif.metrics import win_rate
 from rlaif.pairs import PreferencePair
-from rlaif.report import write_table
-from rlaif.reward_model import load_reward_models
+from rlaif.training.reward_model import load_reward_models
 
 HERE = Path(__file__).resolve().parent
 CONFIG_KEYS = {"policy", "judge", "data", "samples", "reward_models", "direct_scorer", "results", "seed"}

@@ -12,21 +12,16 @@ Writes RESULTS/comparison.csv, RESULTS/comparison.json and RESULTS/comparison.md
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import time
 from pathlib import Path
 
+import label_shared_data  # a sibling script: python puts experiments/ on sys.path when it runs one
 import pandas as pd
 
 import rlaif
-from rlaif.catalogue import CATALOGUE
-from rlaif.report import json_safe
-
-HERE = Path(__file__).resolve().parent
-spec = importlib.util.spec_from_file_location("label_shared_data", HERE / "label_shared_data.py")
-label_shared_data = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(label_shared_data)
+from rlaif.analysis.report import json_safe
+from rlaif.backends.catalogue import CATALOGUE
 
 
 def main(argv=None) -> pd.DataFrame:

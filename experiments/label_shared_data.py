@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 import rlaif
-from rlaif.report import json_safe
+from rlaif.analysis.report import json_safe
 
 # (name, loader format, path under --data-root, template task). Each HHH subset gets the task
 # that matches what its human labels judge: harmlessness data with the helpful question would

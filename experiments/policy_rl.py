@@ -21,9 +21,9 @@ from pathlib import Path
 import pandas as pd
 
 import rlaif
+from rlaif.backends.models import hf_model_path
 from rlaif.experiment_config import read_config
-from rlaif.models import hf_model_path
-from rlaif.rewards import reward_from_spec
+from rlaif.training.rewards import reward_from_spec
 
 HERE = Path(__file__).resolve().parent
 CONFIG_KEYS = {"policy", "rewards", "reward", "trainer", "data", "settings", "save_policy", "results"}
@@ -49,7 +49,7 @@ def load_config(argv=None) -> dict:
 
 
 def main(argv=None) -> pd.DataFrame:
-    from rlaif.policy_training import train_online  # needs rlaif[rl]
+    from rlaif.training.policy_training import train_online  # needs rlaif[rl]
 
     config = load_config(argv)
     results = Path(config["results"]) / config["reward"]

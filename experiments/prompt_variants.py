@@ -19,10 +19,10 @@ from pathlib import Path
 import pandas as pd
 
 import rlaif
+from rlaif.analysis.report import json_safe, markdown_table
+from rlaif.direct_scores import score_pairs
 from rlaif.experiment_config import read_config
-from rlaif.labeler import score_pairs
 from rlaif.prompting import Prompting
-from rlaif.report import json_safe, markdown_table
 
 HERE = Path(__file__).resolve().parent
 CONFIG_KEYS = {"model", "chat_template", "batch_size", "results", "datasets", "variants"}

@@ -2,7 +2,7 @@
 
     python experiments/reward_hacking_probe.py                # experiments/reward_hacking_probe.yaml
 
-Builds the probe set from human-labeled pairs (``rlaif.probe``: the people-preferred response
+Builds the probe set from human-labeled pairs (``rlaif.training.probe``: the people-preferred response
 against empty, repeated, padded, apologetic, flattering, judge-addressing and foreign-language
 answers), then scores every probe pair with each reward: the saved reward models (RM_AI, RM_HF
 from experiments/rlaif_vs_rlhf_rm.py), the direct 1-10 scorer and the pairwise AI labeler (both
@@ -20,8 +20,8 @@ import pandas as pd
 
 import rlaif
 from rlaif.experiment_config import read_config
-from rlaif.probe import ATTACKS, probe_labels, probe_pairs, probe_rewards
-from rlaif.reward_model import load_reward_models
+from rlaif.training.probe import ATTACKS, probe_labels, probe_pairs, probe_rewards
+from rlaif.training.reward_model import load_reward_models
 
 HERE = Path(__file__).resolve().parent
 CONFIG_KEYS = {"labeler", "data", "attacks", "reward_models", "direct_scorer", "pairwise_labeler", "results"}

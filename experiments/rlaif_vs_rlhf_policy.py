@@ -11,7 +11,7 @@ Every arm starts from the same policy with the same seed and settings:
   ``curve.every`` steps the policy is sampled on held-out prompts and the proxy reward, the
   gold reward model, the KL to the start and the length are recorded (over-optimisation curve).
 - DPO arms: the reward-model experiment's training pairs with human labels, hard AI labels or
-  soft AI labels (per-pair target, ``rlaif.policy_training.SoftLabelDPOTrainer``).
+  soft AI labels (per-pair target, ``rlaif.training.policy_training.SoftLabelDPOTrainer``).
 
 Judging is never done by a reward an arm trained on: a gold reward model trained here on more
 human labels than the RL rewards got (pairs disjoint from theirs), and a gold pairwise labeler
@@ -42,14 +42,21 @@ import pandas as pd
 
 import rlaif
 from rlaif import metrics
+from rlaif.analysis.report import write_table
+from rlaif.backends.models import hf_model_path
 from rlaif.experiment_config import read_config
-from rlaif.models import hf_model_path
 from rlaif.pairs import PreferencePair
-from rlaif.probe import signature_shares
-from rlaif.report import write_table
-from rlaif.reward_model import (INFO_FILE, PreferenceTarget, RewardModel, RewardTrainingConfig, reward_model_labels,
-                                targets_from_labels, train_reward_model)
-from rlaif.rewards import reward_from_spec
+from rlaif.training.probe import signature_shares
+from rlaif.training.reward_model import (
+    INFO_FILE,
+    PreferenceTarget,
+    RewardModel,
+    RewardTrainingConfig,
+    reward_model_labels,
+    targets_from_labels,
+    train_reward_model,
+)
+from rlaif.training.rewards import reward_from_spec
 
 HERE = Path(__file__).resolve().parent
 CONFIG_KEYS = {"policy", "rewards", "arms", "preference_data", "online", "dpo", "dpo_pairs", "gold", "curve", "data",
@@ -174,8 +181,8 @@ def train_arm(name: str, spec: dict, config: dict, *, policy_path: str, rewards:
               train_prompts: list[str], eval_prompts: list[str], dpo_targets: dict, arm_dir: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rlaif.policy_training import train_dpo, train_online
-    from rlaif.rl_monitor import RewardCurve
+    from rlaif.training.policy_training import train_dpo, train_online
+    from rlaif.training.rl_monitor import RewardCurve
 
     seed = config.get("seed", 0)
     if "online" in spec:

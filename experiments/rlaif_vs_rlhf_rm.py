@@ -47,14 +47,19 @@ import torch
 
 import rlaif
 from rlaif import metrics
+from rlaif.analysis.report import json_safe, write_table
 from rlaif.experiment_config import read_config
 from rlaif.pairs import PreferencePair
 from rlaif.prompting import Prompting
-from rlaif.report import json_safe, write_table
-from rlaif.reward_model import (RewardModel, RewardTrainingConfig, reward_model_labels, targets_from_labels,
-                                train_reward_model)
 from rlaif.score_cache import CachedBackend
 from rlaif.soft_labels import choice
+from rlaif.training.reward_model import (
+    RewardModel,
+    RewardTrainingConfig,
+    reward_model_labels,
+    targets_from_labels,
+    train_reward_model,
+)
 
 HERE = Path(__file__).resolve().parent
 CONFIG_KEYS = {"labeler", "data", "reward_model", "sources", "min_confidence", "save_models", "results",

@@ -8,8 +8,8 @@ import sys
 import time
 from typing import Any
 
+from rlaif.backends.models import DEFAULT_MODEL
 from rlaif.loaders import DEFAULT_TASK, FORMATS, GENERIC_FORMATS
-from rlaif.models import DEFAULT_MODEL
 
 
 def _mapping(text: str | None, what: str) -> dict[str, str] | None:
@@ -54,15 +54,14 @@ def _prompting(args: argparse.Namespace):
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    from rlaif.direct_scores import DirectScorer
-    from rlaif.labeler import label_pairs, score_pairs
-    from rlaif.loaders import load_pairs
-    from rlaif.report import format_report, summarize
-    from rlaif.score_cache import CachedBackend
-    from rlaif.templates import PromptTemplate
-
+    from rlaif.analysis.report import format_report, summarize
+    from rlaif.direct_scores import DirectScorer, score_pairs
     from rlaif.label_store import OUTPUT_SUFFIXES
+    from rlaif.labeler import label_pairs
+    from rlaif.loaders import load_pairs
+    from rlaif.score_cache import CachedBackend
     from rlaif.shards import parse_shard
+    from rlaif.templates import PromptTemplate
 
     if not args.out.endswith(OUTPUT_SUFFIXES):
         raise SystemExit(f"error: --out must end in {' or '.join(OUTPUT_SUFFIXES)}, got {args.out}")
@@ -164,15 +163,15 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from rlaif.analysis.report import analyze, format_report, json_safe
     from rlaif.label_store import read_labels
-    from rlaif.report import analyze, format_report, json_safe
 
     labels = read_labels(args.labels)
     summary = analyze(labels, by=args.by, bins=args.bins, tie_band=args.tie_band,
                       temperature_scaling=args.temperature_scaling)
     print(json.dumps(json_safe(summary), indent=2) if args.json else format_report(summary))
     if args.html:
-        from rlaif.html_report import write_html
+        from rlaif.analysis.html_report import write_html
 
         path = write_html(labels, args.html, title=f"rlaif report: {args.labels}", by=args.by, bins=args.bins,
                           tie_band=args.tie_band)
@@ -181,12 +180,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from rlaif import metrics
+    from rlaif.analysis import agreement
+    from rlaif.analysis.report import json_safe
     from rlaif.label_store import read_labels
-    from rlaif.report import json_safe
 
     a, b = read_labels(args.a), read_labels(args.b)
-    result = metrics.labeler_agreement(a, b, tie_band=args.tie_band)
+    result = agreement.labeler_agreement(a, b, tie_band=args.tie_band)
     if args.json:
         print(json.dumps(json_safe(result), indent=2))
         return 0
@@ -211,8 +210,8 @@ def cmd_templates(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     import subprocess
 
-    from rlaif.catalogue import CATALOGUE, pip_install_args
-    from rlaif.model_files import gguf_path
+    from rlaif.backends.catalogue import CATALOGUE, pip_install_args
+    from rlaif.backends.model_files import gguf_path
 
     if args.action == "install":
         if args.name not in CATALOGUE:

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special
 
+from rlaif.labels_table import scored_mask
 from rlaif.soft_labels import candidate_probs, choice, swap_average_probs
 
 #: Probabilities are clipped to [EPS, 1 - EPS] before logs and logits.
@@ -111,18 +112,42 @@ def logit(p: np.ndarray) -> np.ndarray:
 
 
 def _human_targets(human_choice: Sequence[float], values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(rows with a human choice of 1 or 2 and finite ``values``, y = [choice == 1] on those rows)."""
+    """(the scored rows: finite ``values`` and a human choice of 1 or 2 (``labels_table.scored_mask``),
+    y = [choice == 1] on those rows)."""
     human = pd.to_numeric(pd.Series(list(human_choice)), errors="coerce").to_numpy(dtype=np.float64)
-    finite = np.isfinite(values) if values.ndim == 1 else np.all(np.isfinite(values), axis=1)
-    if len(human) != len(finite):
-        raise ValueError(f"{len(human)} human choices for {len(finite)} rows")
-    mask = np.isin(human, (1.0, 2.0)) & finite
+    if len(human) != len(values):
+        raise ValueError(f"{len(human)} human choices for {len(values)} rows")
+    mask = scored_mask(values, human)
     return mask, (human[mask] == 1.0).astype(np.float64)
+
+
+def fit_logistic_slope(x: Sequence[float], y: Sequence[float], bounds: tuple[float, float] = (-50.0, 50.0),
+                       xatol: float = 1e-5) -> float:
+    """Slope a of P(y = 1) = sigmoid(a x), by maximum likelihood on outcomes y (0/1); no intercept.
+
+    a* = argmin_a -(1/N) sum_i [y_i log sigmoid(a x_i) + (1 - y_i) log sigmoid(-a x_i)], a in ``bounds``,
+    by ``scipy.optimize.minimize_scalar`` (bounded, to ``xatol``; the loss is convex in a). Rows with a
+    non-finite x or y are dropped; ValueError when none are left. The pointwise link (x = s1 - s2) and
+    temperature scaling (x = logit(p), T = 1 / a: ``rlaif.analysis.calibration.fit_temperature``) are this fit.
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if not len(x):
+        raise ValueError("no finite (x, y) to fit a logistic slope on")
+    sign = 2 * y - 1
+
+    def loss(a: float) -> float:
+        # -log sigmoid(s a x) = log(1 + exp(-s a x)), with s = +1 for y = 1 and -1 for y = 0
+        return float(np.mean(np.logaddexp(0.0, -sign * (a * x))))
+
+    return float(optimize.minimize_scalar(loss, bounds=bounds, method="bounded", options={"xatol": xatol}).x)
 
 
 def fit_score_link(score_difference: Sequence[float], human_choice: Sequence[float],
                    bounds: tuple[float, float] = (-50.0, 50.0)) -> float:
-    """Slope a of P(response 1 preferred) = sigmoid(a (s1 - s2)), by maximum likelihood on human choices.
+    """Slope a of P(response 1 preferred) = sigmoid(a (s1 - s2)), by maximum likelihood on human choices
+    (``fit_logistic_slope``).
 
     No intercept: the data's response order is a coin flip, so neither slot should be
     favoured. a = 0 means the scores carry no usable signal (every p is 0.5). a < 0 means
@@ -133,15 +158,9 @@ def fit_score_link(score_difference: Sequence[float], human_choice: Sequence[flo
     """
     difference = np.asarray(score_difference, dtype=np.float64)
     mask, y = _human_targets(human_choice, difference)
-    d = difference[mask]
-    if not len(d):
+    if not mask.any():
         raise ValueError("no finite score difference with a human choice of 1 or 2 to fit the link on")
-
-    def loss(a: float) -> float:
-        z = a * d
-        return float(np.mean(np.logaddexp(0, -z) * y + np.logaddexp(0, z) * (1 - y)))
-
-    return float(optimize.minimize_scalar(loss, bounds=bounds, method="bounded").x)
+    return fit_logistic_slope(difference[mask], y, bounds)
 
 
 def score_link_p(score_difference: Sequence[float], slope: float) -> np.ndarray:

@@ -13,11 +13,18 @@ and the reward is s mapped linearly from [1, 10] to [-1, 1].
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from rlaif.backends.base import LabelBackend
+from rlaif.label_store import run_in_steps
+from rlaif.labels_table import pointwise_row, settings_hash
+from rlaif.pairs import PreferencePair
+from rlaif.prompting import cut_context
+from rlaif.shards import take_shard
 from rlaif.templates import PromptTemplate
 
 SCORE_LABELS = tuple(str(k) for k in range(1, 11))
@@ -48,7 +55,7 @@ def score_to_reward(score: np.ndarray | float) -> np.ndarray | float:
     return (np.asarray(score, dtype=np.float64) - 5.5) / 4.5
 
 
-def _as_text(item: Any) -> str:
+def as_text(item: Any) -> str:
     """A prompt or completion as text: a string, or a conversation (list of {role, content} messages)."""
     if isinstance(item, str):
         return item
@@ -92,11 +99,9 @@ class DirectScorer:
         return {"score": score, "reward": score_to_reward(score), "distribution": distribution, "mass": mass}
 
     def _fit(self, context: str, response: str) -> str | None:
-        """The prompt, its context cut from the left to fit the model (as rlaif.labeler does);
+        """The prompt, its context cut from the left to fit the model (as pairwise prompts are);
         None when the response alone does not fit (its score is NaN)."""
-        from rlaif.labeler import cut_context
-
-        limit = getattr(self.backend, "max_prompt_tokens", None)
+        limit = self.backend.max_prompt_tokens
         prompt = self.prompt(context, response)
         if limit is None:
             return prompt
@@ -111,18 +116,42 @@ class DirectScorer:
         return None if cut is None else self.prompt(cut, response)
 
     def _one_is_a_prefix(self, prompt: str) -> bool:
-        """Do "10".."19" continue the tokens of "1" after this prompt? Backends that cannot say are
-        assumed to split digits, as SmolLM2, Qwen2.5 and Gemma do."""
-        continuations = getattr(self.backend, "continuations", None)
-        if continuations is None:
-            return True
-        one, ten = continuations(prompt, ["1", "10"])
+        """Do "10".."19" continue the tokens of "1" after this prompt? (They do where digits are
+        split, as in SmolLM2, Qwen2.5 and Gemma; GPT-2 style tokenizers have "10" of its own.)"""
+        one, ten = self.backend.continuations(prompt, ["1", "10"])
         return ten.prompt_ids == one.prompt_ids and ten.label_ids[:len(one.label_ids)] == one.label_ids
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs) -> list[float]:
-        scored = self.score([_as_text(p) for p in prompts], [_as_text(c) for c in completions])
+        scored = self.score([as_text(p) for p in prompts], [as_text(c) for c in completions])
         return [float(r) for r in scored["reward"]]
 
     def fingerprint(self) -> dict[str, Any]:
         return {**self.backend.fingerprint(), "direct_scoring": self.template.task, "template_hash": self.template.fingerprint,
                 "chat_template": self.chat_template}
+
+
+def score_pairs(pairs: Sequence[PreferencePair], scorer: DirectScorer, *, out: str | Path | None = None,
+                fresh: bool = False, pairs_per_step: int | None = None, progress: bool = True,
+                shard: tuple[int, int] | None = None) -> pd.DataFrame:
+    """Direct scoring as a pairwise labeler: each response scored alone, P(1 preferred) = sigmoid(s1 - s2).
+
+    Rows have the same fields as ``label_pairs`` (so the same report applies) plus
+    ``score_1``, ``score_2``. Both "orders" hold the same p: a pointwise score cannot
+    prefer a position, so the report shows no position bias.
+    """
+    fingerprint = scorer.fingerprint()
+    this_run = settings_hash(fingerprint)
+    run_info = {"model": fingerprint["model"], "template": f"{scorer.template.task}/direct-score",
+                "template_hash": scorer.template.fingerprint, "labels": list(SCORE_LABELS),
+                "chat_template": scorer.chat_template, "run_id": this_run}
+
+    def step(chunk: list[PreferencePair]) -> list[dict[str, Any]]:
+        scored = scorer.score([p.context for p in chunk for _ in (1, 2)],
+                              [r for p in chunk for r in (p.response_1, p.response_2)])
+        return [pointwise_row(pair, run_info, scored["score"][2 * i], scored["score"][2 * i + 1],
+                              names=("score_1", "score_2"),
+                              mass=float((scored["mass"][2 * i] + scored["mass"][2 * i + 1]) / 2))
+                for i, pair in enumerate(chunk)]
+
+    pairs = take_shard(pairs, shard, run_info)
+    return run_in_steps(pairs, this_run, out, fresh, pairs_per_step or scorer.backend.pairs_per_step, progress, step)

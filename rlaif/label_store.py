@@ -14,12 +14,16 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
+
+from rlaif.labels_table import RETRY_FLAGS, pair_hash
+from rlaif.pairs import PreferencePair
 
 OUTPUT_SUFFIXES = (".jsonl", ".parquet")
 
@@ -109,6 +113,40 @@ class LabelStore:
         write_labels(rows + [row for pair_id, row in self.done.items() if pair_id not in ids], self.out)
         if self.out.suffix == ".parquet":
             self.journal.unlink(missing_ok=True)
+
+
+def run_in_steps(pairs: Sequence[PreferencePair], this_run: str, out: str | Path | None, fresh: bool,
+                 pairs_per_step: int, progress: bool,
+                 label_step: Callable[[list[PreferencePair]], list[dict[str, Any]]]) -> pd.DataFrame:
+    """Fixed slices of ``pairs``; each slice's rows appended to the store as it finishes; resumable."""
+    ids = [pair.id for pair in pairs]
+    if len(set(ids)) != len(ids):
+        duplicate = next(i for i in ids if ids.count(i) > 1)
+        raise ValueError(f"pair ids must be unique; {duplicate!r} appears more than once")
+    store = LabelStore(out, this_run, fresh=fresh) if out is not None else None
+    done = dict(store.done) if store else {}
+    by_id = {pair.id: pair for pair in pairs}
+    for pair_id, row in list(done.items()):
+        if pair_id in by_id and row.get("pair_hash") not in (None, pair_hash(by_id[pair_id])):
+            raise StoreError(f"{out}: the pair with id {pair_id!r} there differs from the one being labeled now "
+                             "(different data under the same ids?); use another --out, or --fresh")
+        if set(row.get("flags") or ()) & set(RETRY_FLAGS):
+            del done[pair_id]
+    with tqdm(total=len(pairs), initial=sum(pair_id in done for pair_id in ids), desc="labeling pairs",
+              unit="pair", disable=not progress) as bar:
+        for start in range(0, len(pairs), pairs_per_step):
+            step = [pair for pair in pairs[start:start + pairs_per_step] if pair.id not in done]
+            if not step:
+                continue
+            rows = label_step(step)
+            if store:
+                store.append(rows)
+            done.update((row["id"], row) for row in rows)
+            bar.update(len(step))
+    ordered = [done[pair_id] for pair_id in ids]
+    if store:
+        store.finish(ordered)
+    return pd.DataFrame(ordered)
 
 
 def write_labels(rows: list[dict[str, Any]], out: Path) -> None:

@@ -5,18 +5,27 @@ the label needs (both orders x preambles x sampled rationales) and the labeler
 averages their label distributions. Chain-of-thought (Lee et al. 2023, 2.1):
 step 1 replaces the ending with a request to reason and generates a rationale
 per order; step 2 appends the rationale and the usual ending and reads the label.
+
+Prompts longer than the model's context: the context (conversation, post,
+instruction) is cut from the left, keeping its most recent part and both
+responses whole, and the row is flagged ``context_truncated``. A pair whose
+responses alone do not fit is not sent to the model: its row carries
+``skipped_reason`` and no probabilities, and the report counts it.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from rlaif.backends.base import LabelBackend
 from rlaif.pairs import PreferencePair
 from rlaif.templates import PromptTemplate, TemplateError
+
+#: Marks the start of a context that was cut to fit the model.
+TRUNCATION_MARK = "[...] "
 
 
 @dataclass(frozen=True)
@@ -130,3 +139,40 @@ class PairPrompts:
 
     def rationale_prompt(self, message: str) -> str:
         return self._wrap(message, self.cot_ending)
+
+
+def _longest_prompt(builder: PairPrompts, pair: PreferencePair, context: str) -> int:
+    """Tokens in the longest prompt this pair sends (a rationale counted at its maximum length)."""
+    entries = builder.first_step(pair, context)
+    rationale = "" if builder.prompting.cot else None  # a rationale's own tokens are added below
+    texts = [builder.label_prompt(message, ending, rationale) for _, _, message, ending in entries]
+    extra = builder.prompting.cot_max_tokens if builder.prompting.cot else 0
+    longest_label = max(builder.backend.count_tokens(list(builder.template.labels)))
+    return max(builder.backend.count_tokens(texts)) + extra + longest_label
+
+
+def cut_context(context: str, fits: Callable[[str], bool]) -> str | None:
+    """The longest end of ``context``, marked with TRUNCATION_MARK, for which ``fits`` holds
+    (binary search over characters kept); None when not even the mark alone fits."""
+    def cut(keep: int) -> str:
+        return TRUNCATION_MARK + context[len(context) - keep:] if keep else TRUNCATION_MARK
+
+    if not fits(cut(0)):
+        return None
+    low, high = 0, len(context)
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if fits(cut(mid)) else (low, mid - 1)
+    return cut(low)
+
+
+def fit_context(pair: PreferencePair, builder: PairPrompts,
+                max_tokens: int | None) -> tuple[str | None, bool, str | None]:
+    """(context to use, context_truncated, skipped_reason) under the context-length policy above."""
+    if max_tokens is None or _longest_prompt(builder, pair, pair.context) <= max_tokens:
+        return pair.context, False, None
+    context = cut_context(pair.context, lambda text: _longest_prompt(builder, pair, text) <= max_tokens)
+    if context is None:
+        shortest = _longest_prompt(builder, pair, TRUNCATION_MARK)
+        return None, False, f"the responses alone make a {shortest}-token prompt; the model takes {max_tokens}"
+    return context, True, None

@@ -20,10 +20,15 @@ from typing import Any
 import numpy as np
 
 from rlaif.backends.base import LabelBackend
+from rlaif.backends.label_tokens import Continuation
 
 
 class CachedBackend:
-    """Wraps a LabelBackend; ``hits`` and ``misses`` count prompts answered from disk or scored."""
+    """Wraps a LabelBackend; ``hits`` and ``misses`` count prompts answered from disk or scored.
+
+    Itself a complete LabelBackend: what is not cached (tokens, limits, chat wrapping) is the
+    wrapped engine's, member by member; anything else of the engine's is at ``.backend``.
+    """
 
     def __init__(self, backend: LabelBackend, path: str | Path):
         self.backend, self.path = backend, Path(path)
@@ -90,17 +95,17 @@ class CachedBackend:
 
     @property
     def max_prompt_tokens(self) -> int | None:
-        return getattr(self.backend, "max_prompt_tokens", None)
+        return self.backend.max_prompt_tokens
+
+    @property
+    def pairs_per_step(self) -> int:
+        return self.backend.pairs_per_step
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self.backend.count_tokens(texts)
 
-    def __getattr__(self, name: str):
-        # anything else the engine offers (e.g. ``continuations``) passes through
-        backend = self.__dict__.get("backend")
-        if backend is None:
-            raise AttributeError(name)
-        return getattr(backend, name)
+    def continuations(self, prompt: str, labels: Sequence[str]) -> list[Continuation]:
+        return self.backend.continuations(prompt, labels)
 
     def fingerprint(self) -> dict[str, Any]:
         return self.backend.fingerprint()

@@ -33,6 +33,15 @@ def shard_slice(items: Sequence[T], index: int, count: int) -> list[T]:
     return list(items[(index - 1) * total // count:index * total // count])
 
 
+def take_shard(pairs: Sequence[T], shard: tuple[int, int] | None, run_info: dict[str, Any]) -> Sequence[T]:
+    """The shard's slice of ``pairs``; its rows record the shard and its size, so a merge can check it is whole."""
+    if shard is None:
+        return pairs
+    pairs = shard_slice(pairs, *shard)
+    run_info.update(shard=f"{shard[0]}/{shard[1]}", shard_pairs=len(pairs))
+    return pairs
+
+
 def merge_shards(paths: Sequence[str | Path], out: str | Path) -> list[dict[str, Any]]:
     """Merge shard outputs into ``out`` in shard order, after checking the job is whole; returns the rows.
 

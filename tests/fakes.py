@@ -1,8 +1,11 @@
 """A deterministic stand-in engine for tests of bookkeeping (real-model tests live in test_transformers_backend.py)."""
 
 import hashlib
+import zlib
 
 import numpy as np
+
+from rlaif.backends.label_tokens import Continuation
 
 
 class FakeBackend:
@@ -11,6 +14,9 @@ class FakeBackend:
     The log-probs are a pure function of the prompt, so the same prompt always gets
     the same numbers, like a real model in inference mode.
     """
+
+    #: As the in-process transformers engine sends them.
+    pairs_per_step = 8
 
     def __init__(self, name="fake", first_bias=0.5, mass=0.5, max_prompt_tokens=None):
         self.name, self.first_bias, self.mass = name, first_bias, mass
@@ -22,6 +28,12 @@ class FakeBackend:
     def count_tokens(self, texts):
         """One token per whitespace-separated word."""
         return [len(text.split()) for text in texts]
+
+    def continuations(self, prompt, labels):
+        """The prompt's tokens are its words (as ``count_tokens`` counts them), a label's its characters:
+        digits apart, as SmolLM2 writes them, so "10".."19" continue the tokens of "1"."""
+        prompt_ids = tuple(zlib.crc32(word.encode()) for word in prompt.split())
+        return [Continuation(prompt_ids, tuple(map(ord, label))) for label in labels]
 
     def label_logprobs(self, prompts, labels):
         self.calls += 1

@@ -7,11 +7,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from fakes import FakeBackend
+
+from rlaif.analysis.report import summarize
 from rlaif.labeler import label_pairs
 from rlaif.loaders import load_pairs
-from rlaif.report import summarize
 from rlaif.templates import PromptTemplate
 
 REPO = Path(__file__).resolve().parents[1]

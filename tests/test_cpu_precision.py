@@ -11,8 +11,8 @@ import torch
 
 from rlaif.backends import cpu_precision
 from rlaif.backends.cpu_precision import Bf16Linear, bf16_matrix_units, default_dtype, to_mixed_precision
+from rlaif.backends.models import DEFAULT_MODEL
 from rlaif.backends.transformers_backend import TransformersBackend
-from rlaif.models import DEFAULT_MODEL
 
 PROMPTS = ["Which number comes after one? Answer with 1 or 2.\n1) two\n2) seven\nAnswer=",
            "Pick the kinder reply.\n1) Go away.\n2) Happy to help!\nAnswer="]
@@ -44,7 +44,7 @@ def tiny():
     """A tiny random Llama with biased projections (as Qwen2 has) and SmolLM2's tokenizer."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from rlaif.models import resolve_model
+    from rlaif.backends.models import resolve_model
 
     resolved = resolve_model(DEFAULT_MODEL)
     tokenizer = AutoTokenizer.from_pretrained(resolved.path, gguf_file=resolved.gguf_file)
@@ -100,9 +100,9 @@ def test_float32_is_todays_exact_path_and_the_default_follows_the_cpu(monkeypatc
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rlaif.backends import transformers_backend
+    from rlaif.backends.models import resolve_model
     from rlaif.labeler import label_pairs
     from rlaif.loaders import load_pairs
-    from rlaif.models import resolve_model
     from rlaif.templates import PromptTemplate
 
     monkeypatch.setattr(transformers_backend, "default_dtype", lambda device: "mixed")

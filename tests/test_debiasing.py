@@ -105,8 +105,9 @@ def test_abstention_curve_hand_computed():
 
 
 def test_apply_prior_relabels_a_labels_table_and_records_the_switch():
-    import rlaif
     from fakes import FakeBackend
+
+    import rlaif
 
     pairs = rlaif.load_pairs("examples", "examples")[:6]
     backend = FakeBackend(first_bias=2.0)  # a strong pull toward whatever is shown first

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from fakes import FakeBackend
+
 from rlaif import PromptTemplate, label_pairs, load_pairs, read_labels, summarize
 from rlaif.pairs import TIE
 

@@ -123,3 +123,40 @@ def test_works_inside_a_running_event_loop_as_in_jupyter(backend_for):
 def test_an_unknown_tokenizer_says_how_to_name_one():
     with pytest.raises(ValueError, match="name the served model's tokenizer"):
         OpenAICompatibleBackend("http://127.0.0.1:9", "my-served-model")
+
+
+def numbers_tokenizer():
+    """A tokenizer whose "10".."19" are tokens of their own (GPT-2 style), unlike SmolLM2's digits:
+    digits, teens, "=", space and newline; every other character is <unk>. All ids are below the
+    scripted server's 50-token vocabulary."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    teens = [str(k) for k in range(10, 20)]
+    vocab = {token: i for i, token in enumerate(["<unk>", *"0123456789", *teens, "=", " ", "\n"])}
+    merges = [("1", teen[1]) for teen in teens]
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE(vocab, merges, unk_token="<unk>")),
+                                   unk_token="<unk>")
+
+
+def test_direct_scores_over_http_read_the_served_tokenizer_where_ten_is_one_token():
+    """With "10" one token, the token "1" already means "1 and stop": P(score 1) = P("1"), nothing taken
+    away for "10".."19" (the scorer asks the backend how the labels tokenize)."""
+    from rlaif.direct_scores import SCORE_LABELS, TEENS, DirectScorer
+    from rlaif.templates import PromptTemplate
+
+    tokenizer = numbers_tokenizer()
+    prompt = PromptTemplate("instruction").render_score("Say hi", "hello").text  # what the scorer sends
+    assert prompt.endswith("=")
+    # by hand: every candidate is one token after the prompt, read from the rule's one distribution
+    table = next_token_logprobs(tokenizer(prompt)["input_ids"])
+    p = {label: np.exp(table[tokenizer.convert_tokens_to_ids(label)]) for label in SCORE_LABELS + TEENS}
+    ten = np.array([p[label] for label in SCORE_LABELS])
+    assert p["1"] / ten.sum() > 0.05 and sum(p[label] for label in ("10", *TEENS)) > 0.05  # the case matters
+    want = ten / ten.sum() @ np.arange(1, 11)
+    with ScriptedServer() as server:
+        backend = OpenAICompatibleBackend(server.url, "served-model", tokenizer=tokenizer, top_logprobs=2,
+                                          max_prompt_tokens=4096)
+        got = DirectScorer(backend, PromptTemplate("instruction")).score(["Say hi"], ["hello"])
+    assert got["distribution"][0, 0] == pytest.approx(p["1"] / ten.sum(), abs=1e-12)
+    assert got["score"][0] == pytest.approx(want, abs=1e-12)

@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from test_debiasing import biased_labeler
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 import label_quality  # noqa: E402
 
+from rlaif.analysis import label_methods  # noqa: E402
 from rlaif.pairs import PreferencePair  # noqa: E402
 
 
@@ -127,10 +127,10 @@ def test_best_is_chosen_out_of_fold():
         fit = label_quality.split(60, 0.5, seed=0)
         found = label_quality.methods(passes, human, fit, pride_sample=8, seed=0)
         cv = label_quality.cross_validated_alignment(passes, human, fit, pride_sample=8, seed=0)
-        in_sample.append(label_quality._alignment(found["ensemble:all:fitted"].p[fit], human[fit]))
+        in_sample.append(label_methods.alignment_of(found["ensemble:all:fitted"].p[fit], human[fit]))
         out_of_fold.append(cv["ensemble:all:fitted"])
         # a method that fits nothing labels every pair the same in or out of fold
-        assert cv["plain"] == label_quality._alignment(found["plain"].p[fit], human[fit])
+        assert cv["plain"] == label_methods.alignment_of(found["plain"].p[fit], human[fit])
     assert np.mean(out_of_fold) < np.mean(in_sample) - 0.05
 
 
@@ -179,11 +179,11 @@ def test_the_length_control_is_fitted_on_lengths_and_never_chosen_as_best():
     short = np.where(human == 1, 10.0, 100.0)
     passes.lengths = np.column_stack([short, 110.0 - short])
     found = label_quality.methods(passes, human, fit, pride_sample=8, seed=0)
-    control = found[label_quality.LENGTH_CONTROL]
+    control = found[label_methods.LENGTH_CONTROL]
     assert control.fitted["slope"] < 0 and control.prompts_per_pair == 0
-    assert label_quality._alignment(control.p[~fit], human[~fit]) == 1.0
+    assert label_methods.alignment_of(control.p[~fit], human[~fit]) == 1.0
     cv = label_quality.cross_validated_alignment(passes, human, fit, pride_sample=8, seed=0)
-    assert cv[label_quality.LENGTH_CONTROL] == 1.0 > max(v for k, v in cv.items() if k != label_quality.LENGTH_CONTROL)
+    assert cv[label_methods.LENGTH_CONTROL] == 1.0 > max(v for k, v in cv.items() if k != label_methods.LENGTH_CONTROL)
     best = label_quality.choose_best(found, cv, human, fit, min_coverage=0.5)
-    assert best["best"].fitted["chosen"] != label_quality.LENGTH_CONTROL
+    assert best["best"].fitted["chosen"] != label_methods.LENGTH_CONTROL
     assert found["ensemble:methods"].fitted["members"] == 3  # plain+cal, calibrated_swap, pointwise: no length

@@ -5,12 +5,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from fakes import FakeBackend
+from pair_prompts import build_prompts
+
+from rlaif.analysis.report import summarize
 from rlaif.label_store import StoreError, read_labels
-from rlaif.labeler import build_prompts, label_pairs
+from rlaif.labeler import label_pairs
 from rlaif.pairs import TIE, PreferencePair
-from rlaif.report import summarize
 from rlaif.soft_labels import candidate_probs
 from rlaif.templates import PromptTemplate
 

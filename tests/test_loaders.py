@@ -788,8 +788,9 @@ def test_pandalm_report_puts_human_human_agreement_beside_the_labeler(shared_dat
     from itertools import combinations
 
     from fakes import FakeBackend
+
+    from rlaif.analysis.report import analyze, format_report
     from rlaif.labeler import label_pairs
-    from rlaif.report import analyze, format_report
     from rlaif.templates import PromptTemplate
 
     pairs = load_pairs(shared_data / "pandalm" / "testset-v1.json", "pandalm", limit=60)

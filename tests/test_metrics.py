@@ -92,7 +92,7 @@ def test_scored_accepts_json_style_columns():
 
 
 def test_alignment_matches_report_summary():
-    from rlaif.report import summarize
+    from rlaif.analysis.report import summarize
     labels = random_table(np.random.default_rng(3), 300).assign(candidate_mass=1.0)
     assert metrics.alignment(labels) == pytest.approx(summarize(labels)["alignment"])
 
@@ -433,7 +433,7 @@ def test_position_bias_by_hand():
 
 
 def test_position_bias_matches_report_summary():
-    from rlaif.report import summarize
+    from rlaif.analysis.report import summarize
     labels = random_table(np.random.default_rng(4), 300).assign(candidate_mass=1.0)
     ours, theirs = metrics.position_bias(labels), summarize(labels)["position_bias"]
     assert ours["same_position"] == pytest.approx(theirs["same_position_both_orders"])
@@ -535,7 +535,7 @@ def test_labeler_agreement_rejects_conflicting_humans_and_duplicates():
 def test_the_report_gives_an_exact_interval_where_every_pair_agrees():
     """A percentile bootstrap has no spread when all n pairs agree; the report then prints the exact
     (Clopper-Pearson) binomial interval, whose lower end for 12 of 12 is 0.025 ** (1 / 12) = 73.5%."""
-    from rlaif.report import analyze, format_report
+    from rlaif.analysis.report import analyze, format_report
 
     full = lambda rows: table(rows).assign(candidate_mass=0.9, flags=[[] for _ in rows])  # noqa: E731
     labels = full([(0.8, 1) if i % 2 else (0.3, 2) for i in range(12)])

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from rlaif import model_files
-from rlaif.catalogue import CATALOGUE
-from rlaif.model_files import ModelFileError, gguf_path, is_verified, sha256_of
-from rlaif.models import DEFAULT_MODEL, resolve_model
+from rlaif.backends.catalogue import CATALOGUE
+from rlaif.backends.model_files import ModelFileError, gguf_path, is_verified, sha256_of
+from rlaif.backends.models import DEFAULT_MODEL, resolve_model
 
 GEMMA = CATALOGUE["gemma3-270m"]
 RLAIF = str(Path(sys.executable).with_name("rlaif"))

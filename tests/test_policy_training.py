@@ -12,9 +12,9 @@ from datasets import load_from_disk  # noqa: E402
 from trl import DPOConfig, DPOTrainer  # noqa: E402
 
 from rlaif.backends.prompt_tokens import load_tokenizer  # noqa: E402
-from rlaif.policy_training import SoftLabelDPOTrainer, dpo_dataset, train_online  # noqa: E402
-from rlaif.reward_model import PreferenceTarget  # noqa: E402
-from rlaif.rl_monitor import RewardCurve, sample_with_kl, sequence_logps  # noqa: E402
+from rlaif.training.policy_training import SoftLabelDPOTrainer, dpo_dataset, train_online  # noqa: E402
+from rlaif.training.preference_targets import PreferenceTarget  # noqa: E402
+from rlaif.training.rl_monitor import RewardCurve, sample_with_kl, sequence_logps  # noqa: E402
 
 
 @pytest.fixture(scope="module")

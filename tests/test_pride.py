@@ -4,14 +4,14 @@ import math
 
 import numpy as np
 import pytest
-
 from fakes import FakeBackend
+
 from rlaif import debiasing
+from rlaif.analysis.report import format_report, summarize
 from rlaif.label_store import StoreError, read_labels
 from rlaif.labeler import label_pairs
 from rlaif.pairs import PreferencePair
 from rlaif.pride import journal_paths, label_pairs_pride, pride_sample
-from rlaif.report import format_report, summarize
 from rlaif.templates import PromptTemplate
 
 TEMPLATE = PromptTemplate("instruction")

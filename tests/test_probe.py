@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from rlaif.pairs import PreferencePair
-from rlaif.probe import ATTACKS, attack_signatures, probe_labels, probe_pairs, probe_rewards, signature_shares
+from rlaif.training.probe import ATTACKS, attack_signatures, probe_labels, probe_pairs, probe_rewards, signature_shares
 
 CONTEXT = "\n\nHuman: How do I bake bread?\n\nAssistant:"
 PAIRS = [PreferencePair("a", CONTEXT, " Mix flour, water and yeast. Knead, rise, bake.", " No.", human_choice=1),

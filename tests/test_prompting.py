@@ -7,13 +7,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from fakes import FakeBackend
-from rlaif.direct_scores import SCORE_LABELS, DirectScorer, expected_score, score_distribution, score_to_reward
-from rlaif.labeler import label_pairs, score_pairs
+
+from rlaif.analysis.report import summarize
+from rlaif.direct_scores import (
+    SCORE_LABELS,
+    DirectScorer,
+    expected_score,
+    score_distribution,
+    score_pairs,
+    score_to_reward,
+)
+from rlaif.labeler import label_pairs
 from rlaif.pairs import PreferencePair
 from rlaif.prompting import PairPrompts, Prompting, choose_exemplars
-from rlaif.report import summarize
 from rlaif.soft_labels import candidate_probs
 from rlaif.templates import PromptTemplate, TemplateError
 

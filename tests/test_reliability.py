@@ -2,11 +2,13 @@
 
 import pandas as pd
 import pytest
-
 from fakes import FakeBackend
-from rlaif.labeler import TRUNCATION_MARK, build_prompts, label_pairs
+from pair_prompts import build_prompts
+
+from rlaif.analysis.report import format_report, summarize
+from rlaif.labeler import label_pairs
 from rlaif.pairs import PreferencePair
-from rlaif.report import format_report, summarize
+from rlaif.prompting import TRUNCATION_MARK
 from rlaif.score_cache import CachedBackend
 from rlaif.templates import PromptTemplate
 

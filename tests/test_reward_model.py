@@ -8,11 +8,20 @@ import pandas as pd
 import pytest
 import torch
 
+from rlaif.analysis.report import analyze
 from rlaif.backends.prompt_tokens import load_tokenizer
 from rlaif.pairs import PreferencePair
-from rlaif.report import analyze
-from rlaif.reward_model import (RewardModel, RewardTrainingConfig, _batches, preference_loss, ranking_targets,
-                                reward_model_labels, targets_from_labels, train_reward_model, PreferenceTarget)
+from rlaif.training.reward_model import (
+    PreferenceTarget,
+    RewardModel,
+    RewardTrainingConfig,
+    _batches,
+    preference_loss,
+    ranking_targets,
+    reward_model_labels,
+    targets_from_labels,
+    train_reward_model,
+)
 
 
 def sp(x):  # softplus: -log sigmoid(-x)
@@ -126,7 +135,7 @@ def test_save_load_round_trip_and_reward_function_convention(tokenizer, tmp_path
     contexts, responses = ["Question 1:", "Question 2:"], ["A helpful answer.", "A rude answer."]
     np.testing.assert_allclose(loaded.rewards(contexts, responses), rm.rewards(contexts, responses), atol=1e-6)
     # the saved model is a plain transformers reward model: its own forward gives the same rewards
-    from rlaif.reward_model import reward_text
+    from rlaif.training.reward_model import reward_text
     with torch.no_grad():
         logits = loaded.model(**loaded._encode([reward_text(c, r) for c, r in zip(contexts, responses)])).logits
     np.testing.assert_allclose(logits.squeeze(-1).numpy(), rm.rewards(contexts, responses), atol=1e-5)
@@ -180,7 +189,7 @@ def test_mixed_precision_features_multiply_in_bf16_and_stay_near_the_exact_ones(
 
 
 def test_loaded_head_only_rms_on_one_backbone_share_their_features(tmp_path):
-    from rlaif.reward_model import load_reward_models
+    from rlaif.training.reward_model import load_reward_models
 
     tokenizer = load_tokenizer("smollm2-135m")
     paths, alone = {}, {}

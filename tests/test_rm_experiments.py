@@ -148,7 +148,7 @@ def bon_results(tmp_path_factory):
     from test_reward_model import tiny_rm
 
     from rlaif.backends.prompt_tokens import load_tokenizer
-    from rlaif.reward_model import RewardTrainingConfig, train_reward_model, ranking_targets
+    from rlaif.training.reward_model import RewardTrainingConfig, ranking_targets, train_reward_model
 
     root = tmp_path_factory.mktemp("bon")
     tokenizer = load_tokenizer("smollm2-135m")

@@ -4,16 +4,16 @@ import json
 
 import numpy as np
 import pytest
+from fakes import FakeBackend
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_templates import write_task
 
-from fakes import FakeBackend
+from rlaif.analysis.report import summarize
 from rlaif.labeler import label_pairs
 from rlaif.loaders import FORMATS, load_pairs
 from rlaif.pairs import DataError, PreferencePair
-from rlaif.report import summarize
 from rlaif.templates import PromptTemplate, TemplateError
-from test_templates import write_task
 
 CASES = 150
 text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=300)

@@ -28,8 +28,11 @@ import httpx  # noqa: E402
 from rlaif.backends.http_backend import OpenAICompatibleBackend  # noqa: E402
 from rlaif.backends.next_token import MissingLogprobsError  # noqa: E402
 from rlaif.backends.transformers_backend import TransformersBackend  # noqa: E402
-from rlaif.direct_scores import DirectScorer  # noqa: E402
-from rlaif.labeler import label_pairs, score_pairs  # noqa: E402
+from rlaif.direct_scores import (
+    DirectScorer,  # noqa: E402
+    score_pairs,  # noqa: E402
+)
+from rlaif.labeler import label_pairs  # noqa: E402
 from rlaif.loaders import load_pairs  # noqa: E402
 from rlaif.prompting import Prompting  # noqa: E402
 from rlaif.templates import PromptTemplate  # noqa: E402
@@ -117,7 +120,7 @@ def engine():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from rlaif.models import hf_model_path
+    from rlaif.backends.models import hf_model_path
 
     running = VLLMServer(hf_model_path(MODEL)[0], tmp_path_factory.mktemp("vllm") / "server.log")
     running.start()

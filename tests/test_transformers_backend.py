@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pair_prompts import build_prompts
 
+from rlaif.analysis.report import summarize
 from rlaif.backends.base import LabelBackend, LabelTokenError
-from rlaif.labeler import build_prompts, label_pairs
+from rlaif.backends.models import DEFAULT_MODEL, resolve_model
+from rlaif.labeler import label_pairs
 from rlaif.loaders import load_pairs
-from rlaif.models import DEFAULT_MODEL, resolve_model
-from rlaif.report import summarize
 from rlaif.soft_labels import candidate_probs
 from rlaif.templates import PromptTemplate
 

@@ -1,4 +1,5 @@
-"""The interface every labeling engine implements (transformers now; vLLM and HTTP servers later)."""
+"""The interface every labeling engine implements (transformers, vLLM, OpenAI-compatible servers), and the
+helpers every engine shares. Importing this module loads no engine (no torch, no transformers)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,38 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from rlaif.backends.label_tokens import Continuation, LabelTokenError
 
-class LabelTokenError(ValueError):
-    """A candidate label that merges with the end of the prompt when tokenized, so it cannot be scored."""
+__all__ = ["Continuation", "LabelBackend", "LabelTokenError", "cut_at_stop"]
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to the first stop string (generation may run a few tokens past it)."""
+    cuts = [text.find(s) for s in stop if s and s in text]
+    return text[:min(cuts)] if cuts else text
 
 
 @runtime_checkable
 class LabelBackend(Protocol):
-    """What the labeler needs from an engine.
+    """What the labeler and the direct scorer need from an engine: every engine has all of it,
+    so callers never ask whether an engine offers a feature."""
 
-    Optional, for the context-length policy (see rlaif.labeler): an attribute
-    ``max_prompt_tokens`` (int or None) and a method ``count_tokens(texts) -> list[int]``.
-    """
+    @property
+    def max_prompt_tokens(self) -> int | None:
+        """Longest prompt the model takes, in tokens (None: no known limit). The labeler cuts each
+        pair's context from the left to fit it, rather than let the engine fail or truncate silently."""
+
+    @property
+    def pairs_per_step(self) -> int:
+        """How many pairs the labeler sends per call (and writes to disk per step): few for an
+        in-process model, many for engines that batch requests themselves (vLLM, servers)."""
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Each text's length in the model's tokens, to fit prompts to ``max_prompt_tokens``."""
+
+    def continuations(self, prompt: str, labels: Sequence[str]) -> list[Continuation]:
+        """How each label tokenizes after ``prompt`` (see ``rlaif.backends.label_tokens``): the direct
+        scorer reads from it whether "10".."19" continue the tokens of "1", which decides P(score 1)."""
 
     def label_logprobs(self, prompts: Sequence[str], labels: Sequence[str]) -> np.ndarray:
         """log P(label | prompt) for each prompt and candidate label: shape [len(prompts), len(labels)].

@@ -32,9 +32,10 @@ from typing import Any
 import httpx
 import numpy as np
 
+from rlaif.backends.base import cut_at_stop
+from rlaif.backends.label_tokens import Continuation
 from rlaif.backends.next_token import Context, MissingLogprobsError, label_logprobs_by_next_token
 from rlaif.backends.prompt_tokens import PromptTokens, load_tokenizer
-from rlaif.backends.transformers_backend import cut_at_stop
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +159,9 @@ class OpenAICompatibleBackend:
 
     # ---------------------------------------------------------------- tokens
 
-    def _need_tokens(self) -> PromptTokens:
+    def _need_tokens(self, why: str = "counting tokens") -> PromptTokens:
         if self.tokens is None:
-            raise ValueError(f"{self.model}: counting tokens needs a tokenizer; pass tokenizer=")
+            raise ValueError(f"{self.model}: {why} needs a tokenizer; pass tokenizer=")
         return self.tokens
 
     @property
@@ -177,6 +178,11 @@ class OpenAICompatibleBackend:
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self._need_tokens().count_tokens(texts)
+
+    def continuations(self, prompt: str, labels: Sequence[str]) -> list[Continuation]:
+        """The labels' tokens after the prompt, by the served model's tokenizer (the token ids the
+        completion methods send)."""
+        return self._need_tokens("tokenizing labels").continuations(prompt, labels)
 
     def chat_prompt(self, message: str, reply_prefix: str) -> str:
         """With ``chat`` the server wraps the prompt in its template: the ending closes the user's message."""
@@ -256,7 +262,7 @@ class OpenAICompatibleBackend:
             return np.empty((0, len(labels)))
         if self.method == "chat":
             return self._chat(prompts, labels)
-        conts = [self.tokens.continuations(prompt, labels) for prompt in prompts]
+        conts = [self.continuations(prompt, labels) for prompt in prompts]
         if self.method == "echo":
             return self._echo(conts)
         return label_logprobs_by_next_token(conts, self._ask)

@@ -21,7 +21,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from rlaif.backends.base import LabelTokenError
+
+class LabelTokenError(ValueError):
+    """A candidate label that merges with the end of the prompt when tokenized, so it cannot be scored."""
+
 
 Encode = Callable[[str], list[int]]
 

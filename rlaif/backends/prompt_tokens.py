@@ -33,15 +33,12 @@ class PromptTokens:
                                                      tokenize=False, add_generation_prompt=True)
         return wrapped + reply_prefix
 
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
-
 
 def load_tokenizer(name: str, revision: str | None = None):
     """The tokenizer of a catalogue name, local folder, local .gguf file or hub name (see ``resolve_model``)."""
     from transformers import AutoTokenizer
 
-    from rlaif.models import resolve_model
+    from rlaif.backends.models import resolve_model
 
     resolved = resolve_model(name)
     kwargs = {"revision": revision} if revision else {}

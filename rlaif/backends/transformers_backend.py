@@ -24,18 +24,13 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
+from rlaif.backends.base import cut_at_stop
 from rlaif.backends.batching import token_batches
 from rlaif.backends.cpu_precision import Bf16Linear, default_dtype, to_mixed_precision
 from rlaif.backends.label_tokens import Continuation, plan
+from rlaif.backends.models import DEFAULT_MODEL, resolve_model
 from rlaif.backends.prompt_tokens import PromptTokens
 from rlaif.backends.shared_prefix import PrefixNode, common_length, prefix_tree
-from rlaif.models import DEFAULT_MODEL, resolve_model
-
-def cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    """``text`` up to the first stop string (generation may run a few tokens past it)."""
-    cuts = [text.find(s) for s in stop if s and s in text]
-    return text[:min(cuts)] if cuts else text
-
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 #: "mixed": the decoder's linear layers in bf16, everything else in fp32 (see ``cpu_precision``).
@@ -55,6 +50,10 @@ class TransformersBackend:
     ``share_prefixes=False`` runs every prompt whole (the reference the shared path is
     tested against).
     """
+
+    #: Pairs the labeler sends per call: bigger calls gain little in process (batches are capped by
+    #: tokens here anyway), and small steps write progress to disk often on a slow CPU.
+    pairs_per_step = 8
 
     def __init__(self, model, tokenizer, *, name: str, batch_size: int = 64, max_batch_tokens: int = 4096,
                  share_prefixes: bool = True, min_shared_prefix: int = 32, prefix_cache_entries: int = 8,

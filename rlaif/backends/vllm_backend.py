@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from rlaif.backends.base import cut_at_stop
+from rlaif.backends.label_tokens import Continuation
+from rlaif.backends.models import DEFAULT_MODEL, hf_model_path
 from rlaif.backends.next_token import Context, label_logprobs_by_next_token
 from rlaif.backends.prompt_tokens import PromptTokens
-from rlaif.backends.transformers_backend import cut_at_stop
-from rlaif.models import DEFAULT_MODEL, hf_model_path
 
 #: Top log-probs asked for where ``logprob_token_ids`` is missing (vLLM's default max_logprobs).
 TOP_LOGPROBS = 20
@@ -65,7 +66,7 @@ class VLLMBackend:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self.tokens.count_tokens(texts)
 
-    def continuations(self, prompt: str, labels: Sequence[str]):
+    def continuations(self, prompt: str, labels: Sequence[str]) -> list[Continuation]:
         return self.tokens.continuations(prompt, labels)
 
     def chat_prompt(self, message: str, reply_prefix: str) -> str:

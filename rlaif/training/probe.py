@@ -15,7 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from rlaif.metrics import win_rate
+
+from rlaif.analysis.intervals import win_rate
 from rlaif.pairs import PreferencePair
 
 FILLER = (" To elaborate further on this point, it is worth noting that there are many considerations"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from rlaif import metrics, plots
-from rlaif.report import analyze, format_report
+from rlaif.analysis import agreement, biases, calibration, plots
+from rlaif.analysis.report import analyze, format_report
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;color:#222}
 table{border-collapse:collapse;margin:.5rem 0 1.5rem}td,th{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}
@@ -41,13 +41,13 @@ def render_html(labels: pd.DataFrame, *, title: str = "rlaif report", by: str = 
                  "<p>Share of pairs whose averaged AI choice equals the human choice (human ties excluded), "
                  "with a 95% bootstrap interval.</p>",
                  f'<img alt="alignment per group" src="{_png(plots.alignment_by_group(labels, by=by))}">',
-                 _table(metrics.alignment_by_group(labels, by=by, tie_band=tie_band))]
+                 _table(agreement.alignment_by_group(labels, by=by, tie_band=tie_band))]
     sections += ["<h2>Calibration</h2>",
                  "<p>Does p mean what it says? Per bin of p, the share of pairs where people preferred "
                  "response 1. The paper keeps only confident pairs: accuracy by confidence below.</p>",
                  f'<img alt="reliability diagram" src="{_png(plots.reliability_diagram(labels, bins=bins))}">',
-                 _table(metrics.calibration(labels, bins=bins)["table"]),
-                 _table(metrics.accuracy_by_confidence(labels))]
+                 _table(calibration.calibration(labels, bins=bins)["table"]),
+                 _table(calibration.accuracy_by_confidence(labels))]
     sections += ["<h2>Position bias</h2>",
                  "<p>Pairs where the labeler preferred the same position in both orders chose by position, "
                  "not content; swap averaging cancels it only on average.</p>",
@@ -55,7 +55,7 @@ def render_html(labels: pd.DataFrame, *, title: str = "rlaif report", by: str = 
     if {"length_1", "length_2"} <= set(labels.columns):
         sections += ["<h2>Length bias</h2>",
                      f'<img alt="length bias" src="{_png(plots.length_bias_plot(labels))}">',
-                     _table(metrics.length_bias(labels, tie_band=tie_band)["table"])]
+                     _table(biases.length_bias(labels, tie_band=tie_band)["table"])]
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>")
 

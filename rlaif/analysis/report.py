@@ -9,7 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from rlaif import metrics
+from rlaif.analysis import agreement, biases, calibration
+from rlaif.labels_table import scored
 from rlaif.pairs import TIE
 
 
@@ -28,10 +29,9 @@ def summarize(labels: pd.DataFrame) -> dict[str, Any]:
     valid = labels["p"].notna() if n else pd.Series([], dtype=bool)
     labeled = human.notna()
     human_ties = labeled & (human == TIE)
-    scored = labeled & ~human_ties & valid
     rows = labels[valid]
     m = len(rows)
-    bias = metrics.position_bias(labels)
+    bias = biases.position_bias(labels)
     flags = labels["flags"] if "flags" in labels else pd.Series([[]] * n, dtype=object)
     flag_counts = pd.Series([flag for row in flags for flag in (row or [])], dtype=object).value_counts()
     return {
@@ -39,8 +39,8 @@ def summarize(labels: pd.DataFrame) -> dict[str, Any]:
         "pairs_labeled": m,
         "pairs_with_human_label": int(labeled.sum()),
         "human_ties": int(human_ties.sum()),
-        "pairs_scored": int(scored.sum()),
-        "alignment": metrics.alignment(labels),
+        "pairs_scored": len(scored(labels)),
+        "alignment": agreement.alignment(labels),
         "position_bias": {
             "same_position_both_orders": bias["same_position"],
             "pairs_both_orders": bias["n"],  # fewer than pairs_labeled after PriDe: one order on the rest
@@ -74,34 +74,35 @@ def _pct(x: float) -> str:
 
 def analyze(labels: pd.DataFrame, *, by: str = "task", bins: int = 10, tie_band: float = 0.0,
             n_resamples: int = 2000, temperature_scaling: bool = False) -> dict[str, Any]:
-    """``summarize`` plus what a careful reviewer asks for (see rlaif.metrics for each formula):
+    """``summarize`` plus what a careful reviewer asks for (see rlaif.analysis for each formula):
     alignment with a bootstrap interval and per group, Cohen's kappa, ties, calibration, accuracy
     of confident pairs, position and length bias, and human-human agreement where annotators exist."""
     result = summarize(labels)
     if tie_band:
-        result["alignment"] = metrics.alignment(labels, tie_band=tie_band)
+        result["alignment"] = agreement.alignment(labels, tie_band=tie_band)
     result["tie_band"] = tie_band
-    result["alignment_ci"] = metrics.alignment_ci(labels, tie_band=tie_band, n_resamples=n_resamples)
-    result["kappa"] = metrics.ai_human_kappa(labels, tie_band=tie_band)
-    result["ties"] = metrics.tie_counts(labels, tie_band=tie_band)
-    calibration = metrics.calibration(labels, bins=bins)
-    result["calibration"] = {key: calibration[key] for key in ("ece", "brier", "log_loss", "n")}
-    confident = metrics.accuracy_by_confidence(labels, tie_band=tie_band)
+    result["alignment_ci"] = agreement.alignment_ci(labels, tie_band=tie_band, n_resamples=n_resamples)
+    result["kappa"] = agreement.ai_human_kappa(labels, tie_band=tie_band)
+    result["ties"] = agreement.tie_counts(labels, tie_band=tie_band)
+    calibrated = calibration.calibration(labels, bins=bins)
+    result["calibration"] = {key: calibrated[key] for key in ("ece", "brier", "log_loss", "n")}
+    confident = calibration.accuracy_by_confidence(labels, tie_band=tie_band)
     result["accuracy_by_confidence"] = confident.to_dict(orient="records")
-    bias = metrics.position_bias(labels)
+    bias = biases.position_bias(labels)
     result["position_bias"].update({k: bias[k] for k in ("mean_p_shown_first_first_order",
                                                           "mean_p_shown_first_swapped_order")})
     if {"length_1", "length_2"} <= set(labels.columns):
-        length = metrics.length_bias(labels, tie_band=tie_band)
+        length = biases.length_bias(labels, tie_band=tie_band)
         result["length_bias"] = {k: length[k] for k in ("ai_prefers_longer", "human_prefers_longer", "n")}
     if by in labels.columns:
-        groups = metrics.alignment_by_group(labels, by=by, tie_band=tie_band, n_resamples=n_resamples)
+        groups = agreement.alignment_by_group(labels, by=by, tie_band=tie_band, n_resamples=n_resamples)
         result["by_" + by] = {str(name): row for name, row in groups.to_dict(orient="index").items()}
     if temperature_scaling:
-        result["temperature_scaling"] = metrics.temperature_scaling(labels, bins=bins)
-    humans = metrics.human_agreement(labels)
+        result["temperature_scaling"] = calibration.temperature_scaling(labels, bins=bins)
+    humans = agreement.human_agreement(labels)
     if humans["pairs"]:
-        result["human_agreement"] = {**humans, "ai_vs_annotators": metrics.ai_vs_annotators(labels, tie_band=tie_band)}
+        result["human_agreement"] = {**humans,
+                                     "ai_vs_annotators": agreement.ai_vs_annotators(labels, tie_band=tie_band)}
     return result
 
 

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from rlaif.catalogue import CatalogueEntry
+from rlaif.backends.catalogue import CatalogueEntry
 
 CHUNK = 1 << 22
 

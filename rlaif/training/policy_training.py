@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from datasets import Dataset
 from trl import DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
-from rlaif.reward_model import PreferenceTarget
+from rlaif.training.preference_targets import PreferenceTarget
 
 
 def dpo_dataset(targets: Sequence[PreferenceTarget]) -> Dataset:
@@ -63,8 +63,8 @@ class SoftLabelDPOTrainer(DPOTrainer):
     With every target 1 it is TRL's sigmoid DPO loss (tested). Supports the plain setup
     the experiments use: a full (non-PEFT) model, a reference model, no precomputed
     reference log-probs, loss_type "sigmoid". It computes the full logits (TRL's fused
-    LM head is skipped), which costs memory with large vocabularies and batches; on 2 CPU
-    cores it was faster than TRL's path (21 vs 29 s per step of 8 pairs).
+    LM head is skipped), which costs memory with large vocabularies and batches and is faster
+    on small CPUs (README, policy training).
     """
 
     def __init__(self, *args, **kwargs):
@@ -114,9 +114,8 @@ def _common_arguments(output_dir: str | Path, settings: dict) -> dict:
     step, the CPU when no GPU is there (settings may override any of them).
 
     On CPU, fp32 without activation checkpointing: TRL turns on bf16 autocast and gradient
-    checkpointing by default, and on a CPU without bf16 matrix units both only cost time (one DPO
-    step of 2 pairs on SmolLM2-135M here: 36 s with TRL's defaults, 6 s without). On GPUs TRL's
-    defaults stay."""
+    checkpointing by default, and on a CPU without bf16 matrix units both only cost time (README,
+    policy training). On GPUs TRL's defaults stay."""
     on_cpu = not torch.cuda.is_available()
     defaults = {"output_dir": str(output_dir), "report_to": "none", "save_strategy": "no", "logging_steps": 1,
                 "use_cpu": on_cpu}

@@ -13,8 +13,8 @@ from typing import Any
 
 from rlaif.backends.transformers_backend import TransformersBackend
 from rlaif.direct_scores import DirectScorer
-from rlaif.reward_model import load_reward_models
 from rlaif.templates import PromptTemplate
+from rlaif.training.reward_model import load_reward_models
 
 
 def reward_from_spec(name: str, spec: Mapping[str, Any], backends: dict[str, TransformersBackend] | None = None):

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from transformers import TrainerCallback
 
-from rlaif.backends.transformers_backend import cut_at_stop
+from rlaif.backends.base import cut_at_stop
 
 Reward = Callable[..., list[float]]
 

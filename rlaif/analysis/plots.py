@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from rlaif import metrics
+from rlaif.analysis import agreement, biases, calibration
 
 
 def _figure(width: float = 5.0, height: float = 3.6):
@@ -20,7 +20,7 @@ def _figure(width: float = 5.0, height: float = 3.6):
 
 def reliability_diagram(labels: pd.DataFrame, bins: int = 10):
     """Observed share of pairs where people preferred response 1, per bin of the AI's p."""
-    result = metrics.calibration(labels, bins=bins)
+    result = calibration.calibration(labels, bins=bins)
     table = result["table"]
     fig, ax = _figure()
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect calibration")
@@ -40,8 +40,8 @@ def reliability_diagram(labels: pd.DataFrame, bins: int = 10):
 
 def alignment_by_group(labels: pd.DataFrame, by: str = "task"):
     """Alignment with its bootstrap 95% interval per group, and overall."""
-    groups = metrics.alignment_by_group(labels, by=by)
-    overall = metrics.alignment_ci(labels)
+    groups = agreement.alignment_by_group(labels, by=by)
+    overall = agreement.alignment_ci(labels)
     names = [str(name) for name in groups.index] + ["all"]
     values = np.append(groups["alignment"].to_numpy(dtype=float), overall["alignment"])
     lows = np.append(groups["low"].to_numpy(dtype=float), overall["low"])
@@ -62,7 +62,7 @@ def alignment_by_group(labels: pd.DataFrame, by: str = "task"):
 
 def position_bias_bars(labels: pd.DataFrame):
     """How often the labeler chose by position: same position in both orders, first vs second."""
-    bias = metrics.position_bias(labels)
+    bias = biases.position_bias(labels)
     fig, ax = _figure(width=4.2)
     parts = {"first\nboth times": bias["same_first"], "second\nboth times": bias["same_second"],
              "followed\ncontent": 1 - bias["same_position"]}
@@ -77,7 +77,7 @@ def position_bias_bars(labels: pd.DataFrame):
 
 def length_bias_plot(labels: pd.DataFrame):
     """Share preferring the longer response, AI vs people, and alignment, per length-ratio bin."""
-    bias = metrics.length_bias(labels)
+    bias = biases.length_bias(labels)
     table = bias["table"]
     fig, ax = _figure(width=5.2)
     x = np.arange(len(table))

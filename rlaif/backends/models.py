@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlaif.catalogue import CATALOGUE
+from rlaif.backends.catalogue import CATALOGUE
 
 #: The labeler used when none is named (see README, "Choosing the demo's model").
 DEFAULT_MODEL = "smollm2-135m"
@@ -46,7 +46,7 @@ def resolve_model(name: str) -> ResolvedModel:
     catalogue, since hub names have the form ``org/name``.
     """
     if name in CATALOGUE:
-        from rlaif.model_files import gguf_path
+        from rlaif.backends.model_files import gguf_path
 
         path = gguf_path(CATALOGUE[name])
         return ResolvedModel(name, str(path.parent), path.name, "catalogue")
@@ -71,7 +71,7 @@ def hf_model_path(name: str) -> tuple[str, str, str | None]:
     (vLLM, sequence-classification reward models): a GGUF model is converted once (cached)."""
     resolved = resolve_model(name)
     if resolved.gguf_file:
-        from rlaif.model_files import hf_folder
+        from rlaif.backends.model_files import hf_folder
 
         folder = hf_folder(Path(resolved.path) / resolved.gguf_file, Path(name).stem)
         return str(folder), resolved.describe(), resolved.weights_id()
