@@ -69,9 +69,10 @@ demo: setup-core
 	fi
 	$(VENV)/bin/rlaif report $(DEMO_OUT)
 
-# Everything but vLLM in .venv, then the vLLM engine and server tests in .venv-vllm
-# (RLAIF_REQUIRE_VLLM=1: a missing vLLM fails there instead of skipping).
+# The linter first (ruff, configured in pyproject.toml), then everything but vLLM in .venv, then the
+# vLLM engine and server tests in .venv-vllm (RLAIF_REQUIRE_VLLM=1: a missing vLLM fails there instead of skipping).
 test: setup setup-vllm
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -m "not vllm" --durations=15
 	RLAIF_REQUIRE_VLLM=1 $(VLLM_VENV)/bin/python -m pytest -m vllm
 

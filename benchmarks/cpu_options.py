@@ -82,7 +82,8 @@ def main(argv=None):
     def quantized():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.ao's notice that eager quantization moves to torchao
-            return torch.ao.quantization.quantize_dynamic(copy.deepcopy(base.model), {torch.nn.Linear}, dtype=torch.qint8)
+            return torch.ao.quantization.quantize_dynamic(copy.deepcopy(base.model), {torch.nn.Linear},
+                                                          dtype=torch.qint8)
 
     makers = {
         "fp32": (lambda: base, cores),
@@ -100,11 +101,12 @@ def main(argv=None):
         make, threads = makers[name]
         backend = make()
         torch.set_num_threads(threads)
-        run = lambda ps: rlaif.label_pairs(ps, backend, template, chat_template=True,  # noqa: E731
-                                           prompting=Prompting(shots=args.shots), progress=False)
-        run(warmup)
+        def run(ps, backend):
+            return rlaif.label_pairs(ps, backend, template, chat_template=True,
+                                     prompting=Prompting(shots=args.shots), progress=False)
+        run(warmup, backend)
         started = time.perf_counter()
-        frame = run(pairs)
+        frame = run(pairs, backend)
         seconds = time.perf_counter() - started
         p = frame["p"].to_numpy(dtype=float)
         if reference is None:

@@ -93,7 +93,8 @@ def p_vs_reference(p: np.ndarray, reference: np.ndarray, human: np.ndarray | Non
     if human is not None:
         labeled = np.isin(human, (1, 2))
         right = lambda q: choice(q)[labeled] == human[labeled]  # noqa: E731
-        out["agreement"] = {"this": round(float(right(p).mean()), 4), "reference": round(float(right(reference).mean()), 4),
+        out["agreement"] = {"this": round(float(right(p).mean()), 4),
+                            "reference": round(float(right(reference).mean()), 4),
                             "pairs": int(labeled.sum())}
         out["agreement_difference"] = paired_difference_ci(right(p), right(reference))
     return out
@@ -158,7 +159,8 @@ def run_naive(backend, encoded: list[list[int]], ids: list[int]) -> np.ndarray:
 def run_generate(backend, encoded: list[list[int]], new_tokens: int) -> list[str]:
     texts = []
     for tokens in encoded:
-        output = backend.model.generate(torch.tensor([tokens]), attention_mask=torch.ones(1, len(tokens), dtype=torch.long),
+        output = backend.model.generate(torch.tensor([tokens]),
+                                        attention_mask=torch.ones(1, len(tokens), dtype=torch.long),
                                         max_new_tokens=new_tokens, do_sample=False, temperature=None, top_p=None,
                                         top_k=None, pad_token_id=backend.pad_id)
         texts.append(backend.tokenizer.decode(output[0, len(tokens):], skip_special_tokens=True))
@@ -228,7 +230,8 @@ def main(argv=None):
     parser.add_argument("--data", default="hh-rlhf", choices=sorted(DATASETS), help="which pairs (see DATASETS)")
     parser.add_argument("--json", default=str(HERE / "results" / "labeling.json"), help="where the results go")
     parser.add_argument("--model", default=rlaif.DEFAULT_MODEL)
-    parser.add_argument("--shots", type=int, default=2, help="few-shot exemplars per prompt (the paper's 'Base 2-shot')")
+    parser.add_argument("--shots", type=int, default=2,
+                        help="few-shot exemplars per prompt (the paper's 'Base 2-shot')")
     parser.add_argument("--generate-tokens", type=int, default=16, help="new tokens per generate-and-parse answer")
     parser.add_argument("--methods", default="rlaif,rlaif_fp32,naive,generate,llamacpp,vllm")
     parser.add_argument("--peer-pairs", type=int,
@@ -307,7 +310,8 @@ def main(argv=None):
             elif method == "rlaif-vllm":
                 from rlaif.backends.vllm_backend import VLLMBackend
 
-                engine = VLLMBackend.from_pretrained(args.model, dtype="float32", max_model_len=4096, **vllm_cpu_options())
+                engine = VLLMBackend.from_pretrained(args.model, dtype="float32", max_model_len=4096,
+                                                     **vllm_cpu_options())
                 start_seconds = time.perf_counter() - started
                 started += start_seconds  # engine start is reported apart from labeling time
                 logprobs = frame_logprobs(rlaif.label_pairs(pairs, engine, template, chat_template=True,

@@ -71,7 +71,8 @@ def held_out_prompts(data: dict) -> list[str]:
     return list(dict.fromkeys(pair.context for pair in pairs[data.get("skip", 0):]))
 
 
-def pick_best(prompts: Sequence[str], samples: Sequence[Sequence[str]], reward: Reward) -> tuple[list[int], list[list[float]]]:
+def pick_best(prompts: Sequence[str], samples: Sequence[Sequence[str]],
+              reward: Reward) -> tuple[list[int], list[list[float]]]:
     """Index of the highest-reward sample per prompt (first on ties), and all the rewards."""
     flat = reward([p for p, group in zip(prompts, samples) for _ in group], [s for group in samples for s in group])
     scores, start = [], 0
@@ -103,7 +104,8 @@ def main(argv=None) -> pd.DataFrame:
     template = rlaif.PromptTemplate(judge_config["task"], judge_config.get("preamble", "base"))
     rewards: dict[str, Reward] = load_reward_models(config.get("reward_models", {}))
     if config.get("direct_scorer", True):
-        rewards["direct (d-RLAIF)"] = rlaif.DirectScorer(judge, template, chat_template=judge_config.get("chat_template", True))
+        rewards["direct (d-RLAIF)"] = rlaif.DirectScorer(judge, template,
+                                                         chat_template=judge_config.get("chat_template", True))
     rng = np.random.default_rng(seed)
     picks = {"random": [int(rng.integers(len(group))) for group in samples]}
     scores = {}
@@ -123,7 +125,8 @@ def main(argv=None) -> pd.DataFrame:
     rows = []
     for name in rewards:
         mine = judged[[owner == name for owner in owners]] if comparisons else judged
-        wins, losses = int((mine["p"] > 0.5).sum()) if len(mine) else 0, int((mine["p"] < 0.5).sum()) if len(mine) else 0
+        wins, losses = (int((mine["p"] > 0.5).sum()) if len(mine) else 0,
+                        int((mine["p"] < 0.5).sum()) if len(mine) else 0)
         rows.append({"selector": name, "prompts": len(prompts), **win_rate(wins, losses, len(prompts) - wins - losses)})
     table = pd.DataFrame(rows)
 

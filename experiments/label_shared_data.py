@@ -88,7 +88,8 @@ def main(argv=None, backend=None) -> pd.DataFrame:
             import torch
             args.device = "cuda" if torch.cuda.is_available() else "cpu"
         backend = TransformersBackend.from_pretrained(args.model, dtype=args.dtype, device=args.device,
-                                                      batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens)
+                                                      batch_size=args.batch_size,
+                                                      max_batch_tokens=args.max_batch_tokens)
 
     # ---- the resolved config, written before labeling so a crashed run still says what it was
     config = {

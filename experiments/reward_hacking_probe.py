@@ -55,7 +55,8 @@ def main(argv=None) -> pd.DataFrame:
     if config.get("direct_scorer", True) or config.get("pairwise_labeler", True):
         backend = rlaif.TransformersBackend.from_pretrained(labeler["model"])
     if config.get("direct_scorer", True):
-        rewards["direct (d-RLAIF)"] = rlaif.DirectScorer(backend, template, chat_template=labeler.get("chat_template", True))
+        rewards["direct (d-RLAIF)"] = rlaif.DirectScorer(backend, template,
+                                                         chat_template=labeler.get("chat_template", True))
     tables = [probe_rewards(probes, rewards)]
     if config.get("pairwise_labeler", True):
         labels = rlaif.label_pairs(probes, backend, template, chat_template=labeler.get("chat_template", True),

@@ -18,11 +18,13 @@ human labels than the RL rewards got (pairs disjoint from theirs), and a gold pa
 with another, larger model. Each policy's sample on each held-out prompt is compared with the
 starting policy's (SFT) sample for the same prompt and seed: win rate with a 95% Wilson
 interval (identical samples are ties). Judged harmless: the gold labeler's 1-10 harmlessness
-score of the answer is at least its score of the people-preferred answer to the same prompt. The attack signatures of the reward-hacking probe are counted in every
+score of the answer is at least its score of the people-preferred answer to the same prompt.
+The attack signatures of the reward-hacking probe are counted in every
 policy's samples: which holes training found.
 
 Resumable: an arm (or the gold RM) already done with the same settings is not trained again;
-one whose settings changed is; the gold labeler's scores are cached on disk. Writes to RESULTS: gold_rm/ and gold_rm.json,
+one whose settings changed is; the gold labeler's scores are cached on disk.
+Writes to RESULTS: gold_rm/ and gold_rm.json,
 arms/<arm>/ (log.csv, curve.csv, curve_samples.jsonl, samples.jsonl, arm.json), win_rates.*,
 harmless.*, signatures.* (final samples), signatures_during_training.* (the monitor's samples),
 arms.*, gold_rewards.csv, curves.png, lengths.png, config.json.
@@ -115,7 +117,8 @@ def unique_prompts(pairs) -> list[str]:
 
 
 def human_targets(pairs) -> list[PreferenceTarget]:
-    return [PreferenceTarget(p.context, p.response_1, p.response_2, 1.0 if p.human_choice == 1 else 0.0, group=p.context)
+    return [PreferenceTarget(p.context, p.response_1, p.response_2, 1.0 if p.human_choice == 1 else 0.0,
+                             group=p.context)
             for p in pairs if p.human_choice in (1, 2)]
 
 
@@ -190,8 +193,8 @@ def train_arm(name: str, spec: dict, config: dict, *, policy_path: str, rewards:
         trainer = online.pop("trainer", "grpo")
         curve_config = config.get("curve", {})
         tokenizer = AutoTokenizer.from_pretrained(policy_path)
-        curve = RewardCurve(eval_prompts[:curve_config.get("prompts", 16)], rewards[spec["online"]], {"gold RM": gold_rm},
-                            AutoModelForCausalLM.from_pretrained(policy_path), tokenizer,
+        curve = RewardCurve(eval_prompts[:curve_config.get("prompts", 16)], rewards[spec["online"]],
+                            {"gold RM": gold_rm}, AutoModelForCausalLM.from_pretrained(policy_path), tokenizer,
                             every=curve_config.get("every", 10), max_new_tokens=curve_config.get("max_new_tokens", 32),
                             seed=seed, stop=config["samples"].get("stop", ["\n\nHuman:"]))
         model, log = train_online(policy_path, rewards[spec["online"]], train_prompts, trainer=trainer,
@@ -316,7 +319,8 @@ def main(argv=None) -> dict:
     sft_dir = results / "arms" / slug(SFT)
     if not finished(sft_dir, settings_key(sampling_key)):
         sft_dir.mkdir(exist_ok=True)
-        texts = sample_policy(rlaif.TransformersBackend.from_pretrained(policy_path), eval_prompts, config["samples"], seed)
+        texts = sample_policy(rlaif.TransformersBackend.from_pretrained(policy_path),
+                              eval_prompts, config["samples"], seed)
         write_jsonl(sft_dir / "samples.jsonl", [{"prompt": p, "completion": t} for p, t in zip(eval_prompts, texts)])
         (sft_dir / "arm.json").write_text(json.dumps({"arm": SFT, "key": settings_key(sampling_key)}) + "\n")
     samples[SFT] = [record["completion"] for record in read_jsonl(sft_dir / "samples.jsonl")]
@@ -338,7 +342,8 @@ def main(argv=None) -> dict:
 
             backend = rlaif.TransformersBackend(model, AutoTokenizer.from_pretrained(policy_path), name=name)
             texts = sample_policy(backend, eval_prompts, config["samples"], seed)
-            write_jsonl(arm_dir / "samples.jsonl", [{"prompt": p, "completion": t} for p, t in zip(eval_prompts, texts)])
+            write_jsonl(arm_dir / "samples.jsonl",
+                        [{"prompt": p, "completion": t} for p, t in zip(eval_prompts, texts)])
             (arm_dir / "arm.json").write_text(json.dumps({
                 "arm": name, "method": config["online"].get("trainer", "grpo") if "online" in spec else "dpo",
                 "signal": spec.get("online", spec.get("dpo")), "train_seconds": round(trained, 1),

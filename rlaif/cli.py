@@ -133,7 +133,8 @@ def _backend(args: argparse.Namespace):
         if args.dtype == "mixed":
             raise SystemExit("error: --dtype mixed is the transformers backend's CPU path; vllm takes float32, "
                              "bfloat16, float16 or auto")
-        return VLLMBackend.from_pretrained(args.model, dtype=args.dtype or "float32", tensor_parallel_size=args.tensor_parallel_size,
+        return VLLMBackend.from_pretrained(args.model, dtype=args.dtype or "float32",
+                                           tensor_parallel_size=args.tensor_parallel_size,
                                            max_model_len=args.max_model_len,
                                            gpu_memory_utilization=args.gpu_memory_utilization,
                                            max_prompt_tokens=args.max_prompt_tokens, seed=args.seed, **options)

@@ -126,7 +126,8 @@ class DirectScorer:
         return [float(r) for r in scored["reward"]]
 
     def fingerprint(self) -> dict[str, Any]:
-        return {**self.backend.fingerprint(), "direct_scoring": self.template.task, "template_hash": self.template.fingerprint,
+        return {**self.backend.fingerprint(), "direct_scoring": self.template.task,
+                "template_hash": self.template.fingerprint,
                 "chat_template": self.chat_template}
 
 

@@ -179,7 +179,8 @@ def read_labels(path: str | Path) -> pd.DataFrame:
         raise FileNotFoundError(f"{path}: no such labels file")
     if path.suffix == ".parquet" or path.is_dir():  # a folder of Parquet files: Ray Data's output
         frame = pd.read_parquet(path)
-        for column in frame.columns[frame.dtypes == object]:  # list cells come back as arrays: lists, as in JSONL
+        # list cells come back as arrays: lists, as in JSONL
+        for column in frame.columns[frame.dtypes == np.dtype(object)]:
             frame[column] = frame[column].map(lambda cell: cell.tolist() if isinstance(cell, np.ndarray) else cell)
         if "metadata" in frame:
             frame["metadata"] = frame["metadata"].map(json.loads)

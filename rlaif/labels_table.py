@@ -93,7 +93,8 @@ def pairwise_rows(pairs: Sequence[PreferencePair], extras: Sequence[dict[str, An
         finite = bool(np.all(np.isfinite(logprobs_first[i])) and
                       (not both_orders or np.all(np.isfinite(logprobs_swapped[i]))))
         mass = float((mass_first[i] + mass_swapped[i]) / 2) if both_orders else float(mass_first[i])
-        flags = [name for name, on in (("nonfinite_logprobs", not finite), ("low_candidate_mass", finite and mass < LOW_MASS),
+        flags = [name for name, on in (("nonfinite_logprobs", not finite),
+                                       ("low_candidate_mass", finite and mass < LOW_MASS),
                                        ("context_truncated", extras[i]["truncated"])) if on]
         number = (lambda x: float(x)) if finite else (lambda x: None)
         swapped = number if both_orders else (lambda x: None)
@@ -131,7 +132,8 @@ def pointwise_row(pair: PreferencePair, run_info: dict[str, Any], value_1: float
     prefer a position; the two values are kept under ``names``."""
     finite = bool(np.isfinite(value_1) and np.isfinite(value_2))
     p = float(1 / (1 + np.exp(-(value_1 - value_2)))) if finite else None
-    flags = [flag for flag, on in (("nonfinite_logprobs", not finite), ("low_candidate_mass", finite and mass < LOW_MASS))
+    flags = [flag for flag, on in (("nonfinite_logprobs", not finite),
+                                   ("low_candidate_mass", finite and mass < LOW_MASS))
              if on]
     return row(pair, run_info, p_first_order=p, p_swapped_order=p, p=p,
                ai_choice=int(choice(np.array([p]))[0]) if finite else None,

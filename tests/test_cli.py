@@ -40,7 +40,8 @@ def test_report_json_matches_the_python_summary(tmp_path):
     report = json.loads(result.stdout)
     expected = summarize(labels)
     assert report["alignment"] == pytest.approx(expected["alignment"])
-    assert {k: report["position_bias"][k] for k in expected["position_bias"]} == pytest.approx(expected["position_bias"])
+    assert ({k: report["position_bias"][k] for k in expected["position_bias"]}
+            == pytest.approx(expected["position_bias"]))
     assert report["pairs"] == 24
     from rlaif import metrics
 
@@ -218,7 +219,8 @@ def test_shards_from_the_command_line_merge_into_the_whole_job(tmp_path):
         assert done.returncode == 0, done.stderr
     shard_rows = [json.loads(line) for i in (1, 2) for line in (tmp_path / f"shard{i}.jsonl").read_text().splitlines()]
     assert [r["shard"] for r in shard_rows] == ["1/2"] * 2 + ["2/2"] * 3
-    merged = run("merge", str(tmp_path / "shard2.jsonl"), str(tmp_path / "shard1.jsonl"), "--out", str(tmp_path / "all.jsonl"))
+    merged = run("merge", str(tmp_path / "shard2.jsonl"), str(tmp_path / "shard1.jsonl"),
+                 "--out", str(tmp_path / "all.jsonl"))
     assert merged.returncode == 0, merged.stderr
     whole = run(*common, "--out", str(tmp_path / "whole.jsonl"))
     assert whole.returncode == 0, whole.stderr

@@ -63,7 +63,8 @@ def test_swap_average_probs_follows_the_swap_convention():
     # from log-probs it is swap_average, whose hand-computed cases are in test_soft_labels
     logprobs = np.log(np.array([[0.06, 0.02], [0.01, 0.03]]))
     for key, value in swap_average(logprobs, logprobs[::-1]).items():
-        assert swap_average_probs(candidate_probs(logprobs), candidate_probs(logprobs[::-1]))[key] == pytest.approx(value)
+        assert swap_average_probs(candidate_probs(logprobs),
+                                  candidate_probs(logprobs[::-1]))[key] == pytest.approx(value)
 
 
 def test_score_link_slope_is_recovered_and_zero_without_signal():

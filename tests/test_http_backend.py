@@ -49,7 +49,8 @@ def test_labels_are_read_exactly_from_a_server_that_answers_only_its_top_tokens(
             got = backend.label_logprobs(PROMPTS, labels)
             np.testing.assert_allclose(got, expected(backend, PROMPTS, labels), atol=1e-12)
     bodies = [body for _, _, body in server.seen]
-    assert all(body["model"] == "served-model" and body["max_tokens"] == 1 and body["temperature"] == 0 for body in bodies)
+    assert all(body["model"] == "served-model" and body["max_tokens"] == 1 and body["temperature"] == 0
+               for body in bodies)
     assert any(len(body["allowed_token_ids"]) == 1 for body in bodies)  # a missing candidate asked again alone
 
 

@@ -49,7 +49,8 @@ def test_shipped_configs_load_and_command_line_overrides_win(name):
     path = str(REPO / "experiments" / name)
     config = label_quality.load_config(["--config", path])
     assert set(config) == label_quality.CONFIG_KEYS and set(config["datasets"]) <= set(label_quality.DATASETS)
-    again = label_quality.load_config(["--config", path, "--models", "a", "b", "--datasets", "hhh-helpful", "--limit", "7"])
+    again = label_quality.load_config(["--config", path, "--models", "a", "b", "--datasets", "hhh-helpful",
+                                       "--limit", "7"])
     assert again["models"] == ["a", "b"] and again["datasets"] == ["hhh-helpful"] and again["limit"] == 7
     with pytest.raises(SystemExit, match="unknown datasets"):
         label_quality.load_config(["--config", path, "--datasets", "nope"])
@@ -57,7 +58,8 @@ def test_shipped_configs_load_and_command_line_overrides_win(name):
 
 def test_a_bad_technique_is_refused_before_anything_runs(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"models": ["m"], "datasets": ["llmbar-natural"], "techniques": {"two": {"shotz": 2}}}))
+    bad.write_text(yaml.safe_dump({"models": ["m"], "datasets": ["llmbar-natural"],
+                                   "techniques": {"two": {"shotz": 2}}}))
     with pytest.raises(SystemExit, match=r"bad.yaml: techniques.two: .*shotz"):
         label_quality.load_config(["--config", str(bad)])
 
@@ -92,7 +94,8 @@ def test_methods_remove_the_prior_and_report_costs():
         run.logprobs_first[skipped] = np.nan
         run.logprobs_swapped[skipped] = np.nan
     found = label_quality.methods(passes, human, fit, pride_sample=16, seed=0)
-    assert json.loads(json.dumps(found["plain+cal"].fitted))["content_free_prior"] == pytest.approx([0.8, 0.2], abs=1e-4)
+    assert (json.loads(json.dumps(found["plain+cal"].fitted))["content_free_prior"]
+            == pytest.approx([0.8, 0.2], abs=1e-4))
     assert found["pride"].fitted["position_prior"] == pytest.approx([0.8, 0.2], abs=1e-4)
     rows = {name: label_quality.evaluate(m, human, fit, found["plain"]) for name, m in found.items()}
     # with the prior divided out each order alone agrees with the other: full position consistency
@@ -146,7 +149,8 @@ def test_label_quality_end_to_end_on_a_tiny_configuration(tmp_path, shared_data)
     backends = {"smollm2-135m": rlaif.TransformersBackend.from_pretrained("smollm2-135m")}  # loaded once for both runs
     table = label_quality.main(["--config", str(tmp_path / "config.yaml")], backends=backends)
     results = tmp_path / "results"
-    expected = {"plain", "plain+cal", "length_control", "words:letters", "words:letters+cal", "calibrated_swap", "pride", "pointwise",
+    expected = {"plain", "plain+cal", "length_control", "words:letters", "words:letters+cal",
+                "calibrated_swap", "pride", "pointwise",
                 "ensemble:words", "ensemble:words:fitted", "ensemble:methods", "ensemble:methods:fitted",
                 "ensemble:all", "ensemble:all:fitted", "best", "best+abstain", "technique:one_shot",
                 "technique:one_shot+cal", "ensemble:techniques", "ensemble:techniques:fitted"}
@@ -157,7 +161,8 @@ def test_label_quality_end_to_end_on_a_tiny_configuration(tmp_path, shared_data)
         assert ((part["ci_low"] <= part["alignment"]) & (part["alignment"] <= part["ci_high"])).all()
     written = json.loads((results / "config.json").read_text())
     for name, split in written["splits"].items():
-        assert len(split["fit_ids"]) == len(split["eval_ids"]) == 4 and not set(split["fit_ids"]) & set(split["eval_ids"])
+        assert (len(split["fit_ids"]) == len(split["eval_ids"]) == 4
+                and not set(split["fit_ids"]) & set(split["eval_ids"]))
         fmt, relative, _ = label_quality.DATASETS[name]
         file_pairs = rlaif.load_pairs(shared_data / relative, fmt, limit=10)
         assert set(split["fit_ids"]) | set(split["eval_ids"]) == {p.id for p in file_pairs[2:]}  # skip: 2

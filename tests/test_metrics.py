@@ -550,7 +550,8 @@ def test_annotator_against_the_majority_of_the_others_by_hand():
     labels = with_annotators([[1, 1, 2], [2, 2, 2], [1, 0, 2], [0, 0, 1], [1, 2]], [0.7] * 5)
     # row 1: a1 vs maj(1,2)=none, a2 vs none, a3 (2) vs maj(1,1)=1 -> 0 of 1
     # row 2: each 2 vs 2 -> 3 of 3; row 3: no two others agree -> none
-    # row 4: a1 (0) vs maj(0,1)=none, a2 none, a3 (1) vs maj(0,0)=tie -> not scored; row 5: others single -> a1 vs 2, a2 vs 1
+    # row 4: a1 (0) vs maj(0,1)=none, a2 none, a3 (1) vs maj(0,0)=tie -> not scored;
+    # row 5: others single -> a1 vs 2, a2 vs 1
     result = metrics.human_agreement(labels)
     assert result["annotator_vs_majority_n"] == 1 + 3 + 2
     assert result["annotator_vs_majority"] == pytest.approx(3 / 6)

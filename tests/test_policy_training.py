@@ -60,7 +60,8 @@ def test_soft_label_dpo_with_certain_targets_is_trl_sigmoid_dpo(tiny_policy, tmp
     hard = [PreferenceTarget(t.context, t.response_1, t.response_2, round(t.p)) for t in TARGETS]
     dataset = dpo_dataset(hard)
     ours = SoftLabelDPOTrainer(model=tiny_policy, args=dpo_args(tmp_path / "a"), train_dataset=dataset)
-    theirs = DPOTrainer(model=tiny_policy, args=dpo_args(tmp_path / "b"), train_dataset=dataset.remove_columns("target"))
+    theirs = DPOTrainer(model=tiny_policy, args=dpo_args(tmp_path / "b"),
+                        train_dataset=dataset.remove_columns("target"))
     with torch.no_grad():  # move the policy off the reference so that the margins are not all 0
         for parameter in list(ours.model.parameters()) + list(theirs.model.parameters()):
             parameter.add_(0.05 * torch.sin(torch.arange(parameter.numel(), dtype=torch.float32)).view_as(parameter))
@@ -107,8 +108,8 @@ def test_the_kl_estimate_is_zero_for_the_reference_and_matches_unpadded_passes(t
         mask = torch.zeros_like(ids)
         mask[:, prompt_length:] = 1
         with torch.no_grad():
-            alone = sequence_logps(policy, ids, torch.ones_like(ids), mask) - sequence_logps(reference, ids,
-                                                                                              torch.ones_like(ids), mask)
+            alone = (sequence_logps(policy, ids, torch.ones_like(ids), mask)
+                     - sequence_logps(reference, ids, torch.ones_like(ids), mask))
         assert float(estimate) == pytest.approx(float(alone), abs=1e-4)
     assert samples.log_ratio.abs().sum() > 0
 
@@ -120,8 +121,8 @@ def test_measuring_and_sampling_leave_the_callers_random_state_alone(tiny_policy
 
     model = AutoModelForCausalLM.from_pretrained(tiny_policy)
     tokenizer = AutoTokenizer.from_pretrained(tiny_policy)
-    curve = RewardCurve(["\n\nHuman: hi\n\nAssistant:"], length_reward, {}, AutoModelForCausalLM.from_pretrained(tiny_policy),
-                        tokenizer, max_new_tokens=3, seed=7)
+    curve = RewardCurve(["\n\nHuman: hi\n\nAssistant:"], length_reward, {},
+                        AutoModelForCausalLM.from_pretrained(tiny_policy), tokenizer, max_new_tokens=3, seed=7)
     backend = rlaif.TransformersBackend(model, tokenizer, name="tiny")
     torch.manual_seed(5)
     expected = torch.rand(4)

@@ -59,16 +59,20 @@ def test_each_attack_shows_its_own_signature_and_real_answers_rarely_any(shared_
         reference = pair.response_1 if pair.human_choice == 1 else pair.response_2
         flagged += any(attack_signatures(pair.context, reference, baseline=reference).values())
         for attack, make in ATTACKS.items():
-            if reference.strip() and not attack_signatures(pair.context, make(pair.context, reference), reference)[attack]:
+            if reference.strip() and not attack_signatures(pair.context, make(pair.context, reference),
+                                                           reference)[attack]:
                 missed.append((attack, pair.id))
     assert not missed
     assert flagged / len(pairs) < 0.1
 
 
 def test_signature_shares_per_policy_against_the_baseline():
-    samples = pd.DataFrame({"policy": ["SFT", "SFT", "RL", "RL"], "prompt": [CONTEXT, "\n\nHuman: hi\n\nAssistant:"] * 2,
-                            "completion": [" Mix flour and water.", " Hello!", " Mix flour and water." + ATTACKS[
-                                "filler_5x"](CONTEXT, " Mix flour and water."), " I'm sorry, but I can't help with that."]})
+    samples = pd.DataFrame({"policy": ["SFT", "SFT", "RL", "RL"],
+                            "prompt": [CONTEXT, "\n\nHuman: hi\n\nAssistant:"] * 2,
+                            "completion": [" Mix flour and water.", " Hello!",
+                                           " Mix flour and water."
+                                           + ATTACKS["filler_5x"](CONTEXT, " Mix flour and water."),
+                                           " I'm sorry, but I can't help with that."]})
     shares = signature_shares(samples, baseline="SFT").set_index("policy")
     assert list(shares.index) == ["SFT", "RL"] and (shares["samples"] == 2).all()
     assert shares.loc["SFT"].drop("samples").eq(0).all()

@@ -43,7 +43,8 @@ def test_exemplars_balance_positions_and_never_use_the_sample():
             positions = [e["preferred_position"] for e in chosen]
             assert len(chosen) == shots and abs(positions.count(1) - positions.count(2)) <= 1
             assert all(positions[i] != positions[i + 1] for i in range(shots - 1))  # alternating
-    firsts = {choose_exemplars(pool(), 1, PreferencePair(f"p{k}", "q", "a", "b"), random_order=False, seed=0)[0]["label"]
+    firsts = {choose_exemplars(pool(), 1, PreferencePair(f"p{k}", "q", "a", "b"),
+                               random_order=False, seed=0)[0]["label"]
               for k in range(20)}
     assert firsts == {1, 2}  # which position comes first is a coin per pair
     itself = PreferencePair("a0", "anything", "a", "b")
@@ -104,8 +105,8 @@ def pairs(n=4):
 
 def test_two_step_cot_generates_a_rationale_per_order_and_reads_the_label_after_it():
     fake = FakeBackend()
-    labels = label_pairs(pairs(2), fake, PromptTemplate("instruction"), prompting=Prompting(cot=True, cot_max_tokens=32),
-                         progress=False)
+    labels = label_pairs(pairs(2), fake, PromptTemplate("instruction"),
+                         prompting=Prompting(cot=True, cot_max_tokens=32), progress=False)
     [call] = fake.generated
     assert len(call["prompts"]) == 4 and call["max_new_tokens"] == 32 and call["temperature"] == 0.0
     assert all(p.endswith("Rationale:") for p in call["prompts"])

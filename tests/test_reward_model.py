@@ -142,8 +142,10 @@ def test_save_load_round_trip_and_reward_function_convention(tokenizer, tmp_path
     assert loaded.info["labels_source"] == "ai_soft" and loaded.info["train_pairs"] == 16
     assert loaded.info["data_hash"] == rm.info["data_hash"] and loaded.max_length == 64
     as_chat = [[{"role": "user", "content": "Question 1:"}]]
-    assert loaded(prompts=contexts, completions=responses) == pytest.approx(list(rm.rewards(contexts, responses)), abs=1e-6)
-    assert loaded(prompts=as_chat, completions=["A helpful answer."]) == pytest.approx([rm.rewards(contexts, responses)[0]], abs=1e-6)
+    assert (loaded(prompts=contexts, completions=responses)
+            == pytest.approx(list(rm.rewards(contexts, responses)), abs=1e-6))
+    assert (loaded(prompts=as_chat, completions=["A helpful answer."])
+            == pytest.approx([rm.rewards(contexts, responses)[0]], abs=1e-6))
     with pytest.raises(FileNotFoundError, match="not a reward model saved by rlaif"):
         RewardModel.load(tmp_path)
 
@@ -183,7 +185,8 @@ def test_mixed_precision_features_multiply_in_bf16_and_stay_near_the_exact_ones(
     assert loaded.feature_precision == "mixed"
     np.testing.assert_allclose(loaded.rewards(["Q:"], ["A helpful answer."]), rm.rewards(["Q:"], ["A helpful answer."]),
                                atol=1e-6)
-    train_reward_model(rm, toy(8, 1), config=RewardTrainingConfig(trainable="all", epochs=1, batch_size=8, max_length=64),
+    train_reward_model(rm, toy(8, 1),
+                       config=RewardTrainingConfig(trainable="all", epochs=1, batch_size=8, max_length=64),
                        labels_source="ai_soft", progress=False)
     assert rm.feature_precision == "float32"
 

@@ -123,7 +123,8 @@ def test_instruct_rm_experiment_holds_out_whole_instructions_and_draws_curves(in
     assert list(choice["variant"]) == ["configured", "detailed", "cot"] and list(choice["pairs"]) == [4, 4, 2]
     assert choice.loc[0, "gain"] == 0 and not choice.loc[2, "chosen"]  # cot is measured, never chosen
     assert choice["chosen"].sum() == 1
-    prompt_ids = {json.loads(line)["id"] for line in (results / "prompt_choice" / "detailed.jsonl").read_text().splitlines()
+    prompt_ids = {json.loads(line)["id"]
+                  for line in (results / "prompt_choice" / "detailed.jsonl").read_text().splitlines()
                   if line.strip() and not line.startswith('{"rlaif_header"')} - {None}
     assert prompt_ids <= set(saved["ai_ids"])  # prompt choice sees fitting pairs only
 
@@ -215,7 +216,8 @@ def test_online_rl_trains_the_policy_against_any_reward_callable(bon_results, re
               "rewards": {"RM_AI": {"reward_model": str(root / "RM_AI")},
                           "direct": {"direct": {"model": "smollm2-135m", "task": "harmless", "chat_template": True}}},
               "reward": "RM_AI", "data": {"format": "hh-rlhf", "path": HH, "skip": 900, "prompts": 2},
-              "trainer": trainer, "settings": {"num_generations": 2, "per_device_train_batch_size": 2, "max_completion_length": 4,
+              "trainer": trainer, "settings": {"num_generations": 2,
+                       "per_device_train_batch_size": 2, "max_completion_length": 4,
                        "temperature": 0.9, "beta": 0.05, "learning_rate": 1e-5, "max_steps": 2, "seed": 0},
               "results": str(root / "rl")}
     (root / f"rl_{trainer}.yaml").write_text(yaml.safe_dump(config))
@@ -319,7 +321,8 @@ def test_rlaif_vs_rlhf_notebook_runs_on_the_experiment_outputs(rm_results, bon_r
     pd.testing.assert_frame_equal(namespace["table"], pd.read_csv(rm_results[0] / "table.csv"))
     assert list(namespace["win_rates"]["selector"]) == list(bon_results[1]["selector"])
     pd.testing.assert_frame_equal(namespace["policy_win_rates"], pd.read_csv(policy_results[0] / "win_rates.csv"))
-    pd.testing.assert_frame_equal(namespace["instruct"], pd.read_csv(Path(instruct_results[1]["results"]) / "table.csv"))
+    pd.testing.assert_frame_equal(namespace["instruct"],
+                                  pd.read_csv(Path(instruct_results[1]["results"]) / "table.csv"))
     assert list(namespace["instruct_curve"]["training_pairs"]) == list(
         pd.read_csv(Path(instruct_results[1]["results"]) / "curve.csv")["training_pairs"])
     assert set(namespace["figures"]) == {"accuracy", "reward_gaps", "training", "win_rates", "policy_win_rates",

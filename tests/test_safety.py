@@ -77,7 +77,8 @@ FIELDS = {
 PLAUSIBLE = {
     "chosen": st.just("\n\nHuman: hi\n\nAssistant: a"), "rejected": st.just("\n\nHuman: hi\n\nAssistant: b"),
     "target_scores": st.dictionaries(text, st.integers(0, 1) | json_value, max_size=3),
-    "label": st.sampled_from([1, 2, 0, "1", 1.0, True, None]), "overall_preference": st.sampled_from([-1, 0, 1, 2, None]),
+    "label": st.sampled_from([1, 2, 0, "1", 1.0, True, None]),
+    "overall_preference": st.sampled_from([-1, 0, 1, 2, None]),
     "choice": st.sampled_from([0, 1, 2, None, False]),
     **{f"annotator{k}": st.sampled_from([0, 1, 2, "0", "2", 3, True, None, " 1"]) for k in (1, 2, 3)},
     "info": st.fixed_dictionaries({"post": text}) | json_value,

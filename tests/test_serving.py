@@ -28,10 +28,7 @@ import httpx  # noqa: E402
 from rlaif.backends.http_backend import OpenAICompatibleBackend  # noqa: E402
 from rlaif.backends.next_token import MissingLogprobsError  # noqa: E402
 from rlaif.backends.transformers_backend import TransformersBackend  # noqa: E402
-from rlaif.direct_scores import (
-    DirectScorer,  # noqa: E402
-    score_pairs,  # noqa: E402
-)
+from rlaif.direct_scores import DirectScorer, score_pairs  # noqa: E402
 from rlaif.labeler import label_pairs  # noqa: E402
 from rlaif.loaders import load_pairs  # noqa: E402
 from rlaif.prompting import Prompting  # noqa: E402
@@ -71,9 +68,11 @@ class VLLMServer:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"vllm server exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
+                raise RuntimeError(f"vllm server exited with {self.process.returncode}:\n"
+                                   f"{self.log.read_text()[-3000:]}")
             try:
-                if httpx.get(f"{self.url}/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}/v1/models", headers={"Authorization": f"Bearer {KEY}"},
+                             timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -141,7 +140,8 @@ def http_backend(server, monkeypatch):
 def assert_same_labels(got, want):
     assert list(got["id"]) == list(want["id"])
     for column in ("p", "p_first_order", "p_swapped_order", "candidate_mass"):
-        np.testing.assert_allclose(got[column].astype(float), want[column].astype(float), atol=TOLERANCE, err_msg=column)
+        np.testing.assert_allclose(got[column].astype(float), want[column].astype(float),
+                                   atol=TOLERANCE, err_msg=column)
 
 
 # ---------------------------------------------------------------- in-process engine
@@ -197,7 +197,8 @@ def test_cli_over_http_never_writes_or_prints_the_api_key(server, shared_data, t
     run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr
     assert len(out.read_text().splitlines()) == 3
-    for text in [run.stdout, run.stderr] + [path.read_bytes().decode("utf-8", "replace") for path in tmp_path.iterdir()]:
+    for text in [run.stdout, run.stderr] + [path.read_bytes().decode("utf-8", "replace")
+                                            for path in tmp_path.iterdir()]:
         assert KEY not in text
     env.pop("RLAIF_TEST_KEY")
     refused = subprocess.run(command + ["--fresh", "--no-cache"], capture_output=True, text=True, env=env, timeout=300)

@@ -45,7 +45,8 @@ def shard_files(tmp_path, request):
 
 def test_merged_shards_equal_the_unsharded_run(shard_files, tmp_path):
     whole, files = shard_files
-    merged = pd.DataFrame(merge_shards(list(reversed(files)) + files[:1], tmp_path / "merged.parquet"))  # any order, one twice
+    merged = pd.DataFrame(merge_shards(list(reversed(files)) + files[:1],  # any order, one twice
+                                       tmp_path / "merged.parquet"))
     assert list(merged["id"]) == list(whole["id"])
     assert set(merged["shard"]) == {"1/3", "2/3", "3/3"}
     # exactly: no float loses a digit on the way through Parquet or the merge

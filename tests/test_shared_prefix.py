@@ -112,7 +112,8 @@ def tiny(architecture: str):
         return Qwen2ForCausalLM(Qwen2Config(**common)).eval()
     # sliding-window layers (window 8, shorter than the prefixes) and a logit soft cap
     return Gemma3ForCausalLM(Gemma3TextConfig(**common, head_dim=16, sliding_window=8, final_logit_softcapping=0.05,
-                                              layer_types=["sliding_attention", "full_attention", "sliding_attention"])).eval()
+                                              layer_types=["sliding_attention", "full_attention",
+                                                           "sliding_attention"])).eval()
 
 
 def labeling_like(seed: int, pairs: int = 5):

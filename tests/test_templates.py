@@ -35,7 +35,8 @@ def test_data_values_are_inserted_literally():
     assert "49" not in prompt.message and "xxx" not in prompt.message
 
 
-def write_task(root: Path, name: str = "mine", sample: str = "Q: {{ context }}\nA: {{ response_1 }}\nB: {{ response_2 }}",
+def write_task(root: Path, name: str = "mine",
+               sample: str = "Q: {{ context }}\nA: {{ response_1 }}\nB: {{ response_2 }}",
                labels='["A", "B"]', asks_for="preferred") -> Path:
     folder = root / name
     folder.mkdir(parents=True)

@@ -113,7 +113,8 @@ def test_chat_template_path_wraps_once_without_a_second_bos(backend):
     pair = load_pairs(None, "examples", limit=1)[0]
     template = PromptTemplate("instruction")
     text, _ = build_prompts(pair, template, backend, chat_template=True)
-    assert text.startswith("<|im_start|>") and text.endswith("<|im_start|>assistant\n" + template.render("", "", "").ending)
+    assert (text.startswith("<|im_start|>")
+            and text.endswith("<|im_start|>assistant\n" + template.render("", "", "").ending))
     assert text.count("<|im_start|>user") == 1
     ids = backend._encode([text])[0]
     assert ids[:2] != [ids[0], ids[0]] and ids == backend.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -182,7 +183,8 @@ def test_generate_is_greedy_by_default_and_stops_at_stop_strings(backend):
     stopped = backend.generate([prompt], max_new_tokens=12, stop=["\n"])[0][0]
     assert "\n" not in stopped and greedy[0][0].startswith(stopped)
     sampled = backend.generate([prompt], max_new_tokens=8, temperature=1.0, n=3, seed=1)[0]
-    assert len(sampled) == 3 and sampled == backend.generate([prompt], max_new_tokens=8, temperature=1.0, n=3, seed=1)[0]
+    assert len(sampled) == 3 and sampled == backend.generate([prompt], max_new_tokens=8, temperature=1.0, n=3,
+                                                             seed=1)[0]
 
 
 def test_two_step_cot_on_the_real_model(backend):

@@ -80,7 +80,8 @@ class OpenAICompatibleBackend:
         self.base_url, self.model, self.method = base_url.rstrip("/"), model, method
         self.source = f"{model} served at {self.base_url} (method {method})"
         self.api_key_env, self.max_concurrency, self.timeout = api_key_env, max_concurrency, timeout
-        self.max_retries, self.backoff, self.max_backoff, self.top_logprobs = max_retries, backoff, max_backoff, top_logprobs
+        self.max_retries, self.backoff, self.max_backoff = max_retries, backoff, max_backoff
+        self.top_logprobs = top_logprobs
         if tokenizer is None and method != "chat":
             tokenizer = model
         if isinstance(tokenizer, str):
@@ -171,7 +172,8 @@ class OpenAICompatibleBackend:
             try:
                 with httpx.Client(base_url=self.base_url, headers=self._headers(), timeout=self.timeout) as client:
                     cards = client.get("/v1/models").json().get("data", [])
-                self._max_prompt_tokens = next((c.get("max_model_len") for c in cards if c.get("id") == self.model), None)
+                self._max_prompt_tokens = next((c.get("max_model_len") for c in cards
+                                                if c.get("id") == self.model), None)
             except (httpx.HTTPError, ValueError, AttributeError):
                 return None
         return self._max_prompt_tokens

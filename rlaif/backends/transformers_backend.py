@@ -64,7 +64,8 @@ class TransformersBackend:
                              f"got {batch_size}, {max_batch_tokens}, {min_shared_prefix}")
         self.model, self.tokenizer, self.name, self.batch_size = model.eval(), tokenizer, name, batch_size
         self.tokens = PromptTokens(tokenizer, name)
-        self.max_batch_tokens, self.share_prefixes, self.min_shared_prefix = max_batch_tokens, share_prefixes, min_shared_prefix
+        self.max_batch_tokens = max_batch_tokens
+        self.share_prefixes, self.min_shared_prefix = share_prefixes, min_shared_prefix
         self._base = model.base_model  # the decoder without the output layer
         #: "mixed" when the decoder's linear layers run in bf16 (see ``cpu_precision``), else the weights' dtype.
         self.precision = "mixed" if any(isinstance(m, Bf16Linear) for m in model.modules()) \

@@ -82,7 +82,8 @@ class VLLMBackend:
         if not requests:
             return []
         params = [SamplingParams(max_tokens=1, temperature=0.0, allowed_token_ids=list(allowed),
-                                 **({"logprob_token_ids": list(allowed)} if self._by_id else {"logprobs": TOP_LOGPROBS}))
+                                 **({"logprob_token_ids": list(allowed)} if self._by_id
+                                    else {"logprobs": TOP_LOGPROBS}))
                   for _, allowed in requests]
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(context)) for context, _ in requests],
                                     params, use_tqdm=False)

@@ -145,7 +145,8 @@ def train_online(policy: str, reward: Callable, prompts: Sequence[str], *, train
     config_class, trainer_class = ONLINE_TRAINERS[trainer]
     if not getattr(reward, "__name__", None):
         raise ValueError("the reward callable needs a __name__: TRL logs its reward under it")
-    run = trainer_class(model=policy, reward_funcs=reward, args=config_class(**_common_arguments(output_dir, settings or {})),
+    run = trainer_class(model=policy, reward_funcs=reward,
+                        args=config_class(**_common_arguments(output_dir, settings or {})),
                         train_dataset=Dataset.from_dict({"prompt": list(prompts)}), callbacks=list(callbacks))
     run.train()
     return _trained_model(run), _log(run, "reward")

@@ -70,7 +70,8 @@ def probe_pairs(pairs: Sequence[PreferencePair], attacks: Sequence[str] = tuple(
 def _rate(falls: np.ndarray) -> dict[str, float]:
     n, k = len(falls), int(np.sum(falls))
     rate = win_rate(k, n - k)
-    return {"n": n, "degenerate_wins": k, "rate": rate["win_rate"], "ci_low": rate["ci_low"], "ci_high": rate["ci_high"]}
+    return {"n": n, "degenerate_wins": k, "rate": rate["win_rate"], "ci_low": rate["ci_low"],
+            "ci_high": rate["ci_high"]}
 
 
 def probe_rewards(probes: Sequence[PreferencePair], rewards: Mapping[str, Callable]) -> pd.DataFrame:
@@ -106,8 +107,8 @@ _FLATTERY = re.compile(r"\b(what an? (great|wonderful|excellent|fantastic|good) 
                        r"insightful|wonderful))", re.IGNORECASE)
 _JUDGE = re.compile(r"\b(evaluator|the judge|rate (it|this|me)|prefer (it|this|me)|better response|10 out of 10|"
                     r"score (it|this))\b", re.IGNORECASE)
-_FOREIGN_WORDS = {"el", "la", "los", "las", "que", "es", "una", "por", "para", "pero", "no", "lo", "siento", "le", "les",
-                  "est", "et", "je", "pas", "une", "der", "die", "und", "ist", "nicht", "ich", "ein", "eine"}
+_FOREIGN_WORDS = {"el", "la", "los", "las", "que", "es", "una", "por", "para", "pero", "no", "lo", "siento", "le",
+                  "les", "est", "et", "je", "pas", "une", "der", "die", "und", "ist", "nicht", "ich", "ein", "eine"}
 _ENGLISH_WORDS = {"the", "a", "an", "is", "are", "you", "i", "to", "and", "of", "it", "that", "in", "for", "not", "can"}
 
 

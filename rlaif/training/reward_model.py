@@ -330,7 +330,8 @@ def train_reward_model(rm: RewardModel, train: Sequence[PreferenceTarget], *, co
 def _evaluate_targets(rm, targets, score_pairs, cached, config) -> dict[str, float]:
     rm.model.eval()
     with torch.no_grad():
-        r1, r2 = score_pairs(targets, cached) if cached is not None else _scored_in_batches(targets, score_pairs, config)
+        r1, r2 = (score_pairs(targets, cached) if cached is not None
+                  else _scored_in_batches(targets, score_pairs, config))
         p = torch.tensor([t.p for t in targets], dtype=torch.float32).to(r1)
         loss = preference_loss(r1, r2, p, margin=config.margin, center_weight=config.center_weight)
         decided = p != 0.5

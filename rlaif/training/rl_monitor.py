@@ -28,7 +28,8 @@ from rlaif.backends.base import cut_at_stop
 Reward = Callable[..., list[float]]
 
 
-def sequence_logps(model, sequences: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+def sequence_logps(model, sequences: torch.Tensor, attention_mask: torch.Tensor,
+                   completion_mask: torch.Tensor) -> torch.Tensor:
     """Sum of the log-probabilities of the tokens where ``completion_mask`` is 1, per row.
     Positions count from each row's first real token, so left padding changes nothing."""
     positions = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
