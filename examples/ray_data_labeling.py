@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from rlaif.label_store import _metadata_as_json
+from rlaif.label_store import metadata_as_json
 from rlaif.pairs import PreferencePair
 
 
@@ -61,7 +61,7 @@ class Labeler:
 
         labels = label_pairs(table_pairs(batch), self.backend, self.template, chat_template=self.chat_template,
                              progress=False)
-        return _metadata_as_json(labels)
+        return metadata_as_json(labels)
 
 
 def label_with_ray(pairs, out: str, *, model: str, task: str, backend: str = "vllm", actors: int = 1,

@@ -153,7 +153,7 @@ def write_labels(rows: list[dict[str, Any]], out: Path) -> None:
     """Write label rows to ``out`` (.jsonl or .parquet) atomically: the old file or the new one, never half."""
     if out.suffix == ".parquet":
         buffer = io.BytesIO()
-        _metadata_as_json(pd.DataFrame(rows)).to_parquet(buffer, index=False)
+        metadata_as_json(pd.DataFrame(rows)).to_parquet(buffer, index=False)
         atomic_write_bytes(out, buffer.getvalue())
     else:
         atomic_write_bytes(out, b"".join(json.dumps(row, ensure_ascii=False).encode() + b"\n" for row in rows))
@@ -164,7 +164,7 @@ def write_labels_frame(labels: pd.DataFrame, out: Path) -> None:
     write_labels([{key: _plain(value) for key, value in row.items()} for row in labels.to_dict("records")], out)
 
 
-def _metadata_as_json(labels: pd.DataFrame) -> pd.DataFrame:
+def metadata_as_json(labels: pd.DataFrame) -> pd.DataFrame:
     """Columnar formats need one type per column; metadata keys vary by source, so store JSON text."""
     frame = labels.copy()
     if "metadata" in frame:
@@ -211,4 +211,4 @@ def to_dataset(labels: pd.DataFrame):
     """A labels table as a ``datasets.Dataset`` (metadata as a JSON string: its keys vary by source)."""
     import datasets
 
-    return datasets.Dataset.from_pandas(_metadata_as_json(labels), preserve_index=False)
+    return datasets.Dataset.from_pandas(metadata_as_json(labels), preserve_index=False)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rlaif import model_files
+from rlaif.backends import model_files
 from rlaif.backends.catalogue import CATALOGUE
 from rlaif.backends.model_files import ModelFileError, gguf_path, is_verified, sha256_of
 from rlaif.backends.models import DEFAULT_MODEL, resolve_model

@@ -134,3 +134,14 @@ def test_modules_stay_short():
     long = {str(path.relative_to(PACKAGE)): n for path in MODULES.values()
             if (n := len(path.read_text().splitlines())) > (460 if path.name == "loaders.py" else 400)}
     assert not long
+
+
+def test_scripts_use_only_public_names():
+    """Experiments, benchmarks and examples are rlaif's first users: they import what users can."""
+    offenders = []
+    for folder in ("experiments", "benchmarks", "examples"):
+        for path in sorted((PACKAGE.parent / folder).glob("*.py")):
+            for module, imported, line in imports(path):
+                if imported and imported.startswith("_") and not imported.startswith("__"):
+                    offenders.append(f"{path}:{line} imports {module}.{imported}")
+    assert not offenders, "\n".join(offenders)
