@@ -36,7 +36,7 @@ def run_id(backend: LabelBackend, template: PromptTemplate, chat_template: bool,
     if max_prompt_tokens is not None:
         settings["max_prompt_tokens"] = max_prompt_tokens
     if prompting is not None and prompting != Prompting(preambles=(template.preamble,)):
-        settings["prompting"] = prompting.describe()  # the plain labeler keeps the run ids it always had
+        settings["prompting"] = prompting.describe()  # left out for the plain labeler: its run ids stay stable
     return settings_hash(settings)
 
 
