@@ -1,4 +1,4 @@
-"""Command line: ``rlaif label``, ``merge``, ``report``, ``compare``, ``templates``, ``models``."""
+"""Command line: ``rlaif label``, ``merge``, ``report``, ``compare``, ``export``, ``templates``, ``models``."""
 
 from __future__ import annotations
 
@@ -9,32 +9,8 @@ import time
 from typing import Any
 
 from rlaif.backends.models import DEFAULT_MODEL
-from rlaif.loaders import DEFAULT_TASK, FORMATS, GENERIC_FORMATS
-
-
-def _mapping(text: str | None, what: str) -> dict[str, str] | None:
-    """Parse ``a=b,c=d`` into a dict."""
-    if not text:
-        return None
-    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
-    if any(len(p) != 2 for p in pairs):
-        raise SystemExit(f"error: {what} must look like key=value,key=value; got {text!r}")
-    return {k.strip(): v.strip() for k, v in pairs}
-
-
-def _label_map(text: str | None) -> dict[Any, int] | None:
-    """``--label-map 0=1,1=2,tie=0``: data value -> 1, 2 or 0 (tie); numbers match numbers and strings."""
-    raw = _mapping(text, "--label-map")
-    if raw is None:
-        return None
-    result: dict[Any, int] = {}
-    for key, value in raw.items():
-        if value not in ("0", "1", "2"):
-            raise SystemExit(f"error: --label-map values must be 1, 2 or 0 (tie); got {key}={value}")
-        result[key] = int(value)
-        if key.lstrip("-").isdigit():
-            result[int(key)] = int(value)
-    return result
+from rlaif.cli_data import add_data_options, load_data, parse_mapping
+from rlaif.loaders import DEFAULT_TASK
 
 
 def _prompting(args: argparse.Namespace):
@@ -53,12 +29,28 @@ def _prompting(args: argparse.Namespace):
                      seed=args.seed)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from rlaif.export import preference_dataset
+    from rlaif.label_store import read_labels
+
+    dataset = preference_dataset(read_labels(args.labels), load_data(args), label=args.label,
+                                 min_confidence=args.min_confidence, agreement=args.agreement,
+                                 conversational=args.conversational)
+    if not len(dataset):
+        raise ValueError(f"no pair of {args.labels} is kept with --label {args.label}, --agreement {args.agreement}, "
+                         f"--min-confidence {args.min_confidence}; nothing written")
+    dataset.save_to_disk(args.out)
+    print(f"{len(dataset)} preference pairs ({args.label} labels) written to {args.out}", file=sys.stderr)
+    if args.push_to_hub:
+        dataset.push_to_hub(args.push_to_hub)
+    return 0
+
+
 def cmd_label(args: argparse.Namespace) -> int:
     from rlaif.analysis.report import format_report, summarize
     from rlaif.direct_scores import DirectScorer, score_pairs
     from rlaif.label_store import OUTPUT_SUFFIXES
     from rlaif.labeler import label_pairs
-    from rlaif.loaders import load_pairs
     from rlaif.score_cache import CachedBackend
     from rlaif.shards import parse_shard
     from rlaif.templates import PromptTemplate
@@ -79,14 +71,7 @@ def cmd_label(args: argparse.Namespace) -> int:
                         or "," in args.preamble or args.max_prompt_tokens):
         raise SystemExit("error: --direct scores each response alone with the task's score templates; "
                          "--shots, --cot*, --clamp, several preambles and --max-prompt-tokens do not apply to it")
-    pairs = load_pairs(args.data, args.format, limit=args.limit, seed=args.seed,
-                       columns=_mapping(args.columns, "--columns"), label_map=_label_map(args.label_map),
-                       skip_bad=args.skip_bad, split=args.split,
-                       **({"data_dir": args.data_dir} if args.data_dir else {}))
-    if pairs.skipped:
-        print(f"skipped {len(pairs.skipped)} bad record(s); first: {pairs.skipped[0]}", file=sys.stderr)
-    if not pairs:
-        raise SystemExit(f"error: no pairs loaded from {args.data}")
+    pairs = load_data(args)
     started = time.time()
     backend = _backend(args)
     precision = backend.fingerprint().get("dtype")
@@ -128,8 +113,8 @@ def _backend(args: argparse.Namespace):
     if args.backend == "vllm":
         from rlaif.backends.vllm_backend import VLLMBackend
 
-        options = {key: _option_value(value) for key, value in (_mapping(",".join(args.vllm_option), "--vllm-option")
-                                                                or {}).items()}
+        given = parse_mapping(",".join(args.vllm_option), "--vllm-option") or {}
+        options = {key: _option_value(value) for key, value in given.items()}
         if args.dtype == "mixed":
             raise SystemExit("error: --dtype mixed is the transformers backend's CPU path; vllm takes float32, "
                              "bfloat16, float16 or auto")
@@ -236,8 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     label = commands.add_parser("label", help="label preference pairs with an LLM, in both orders")
-    label.add_argument("--data", required=True, help="file, folder, or Hugging Face hub name")
-    label.add_argument("--format", required=True, choices=sorted(FORMATS) + list(GENERIC_FORMATS))
+    add_data_options(label)
     label.add_argument("--task", help=f"template task (default per format: {DEFAULT_TASK})")
     label.add_argument("--preamble", default="base",
                        help="preamble name (base, detailed, principle_1, ...); several, comma-separated, "
@@ -287,11 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--max-retries", type=int, default=6,
                         help="http: retries per request on 429/5xx/dropped connections (exponential backoff)")
     label.add_argument("--shard", help="i/n: label only the i-th of n slices of the pairs (merge with `rlaif merge`)")
-    label.add_argument("--limit", type=int, help="label only the first N pairs")
     label.add_argument("--batch-size", type=int, default=64, help="most prompts per forward pass")
     label.add_argument("--max-batch-tokens", type=int, default=4096,
                        help="most tokens per forward pass (prompts x padded length); shared prefixes run once")
-    label.add_argument("--seed", type=int, default=0, help="seeds the chosen/rejected position coin flip")
     label.add_argument("--out", required=True, help="labels file, .jsonl or .parquet")
     chat = label.add_mutually_exclusive_group()
     chat.add_argument("--chat-template", dest="chat_template", action="store_true", default=True,
@@ -309,12 +291,6 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--max-prompt-tokens", type=int,
                        help="longest prompt to send (default: the model's limit); longer contexts are cut "
                             "from the left, pairs that cannot fit are skipped with a reason")
-    label.add_argument("--columns", help="generic formats: field=column,... (fields: id, context, "
-                                         "response_1, response_2, label, chosen, rejected, task)")
-    label.add_argument("--label-map", help="generic formats: value=1|2|0,... (0 = tie), e.g. 0=1,1=2")
-    label.add_argument("--skip-bad", action="store_true", help="skip bad records (counted) instead of stopping")
-    label.add_argument("--split", default="train", help="split, for hub names and folders")
-    label.add_argument("--data-dir", help="subfolder of a hub data set, e.g. harmless-base for Anthropic/hh-rlhf")
     label.add_argument("--quiet", action="store_true", help="no progress bar")
     label.set_defaults(func=cmd_label)
 
@@ -343,6 +319,21 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("shards", nargs="+", help="the shard output files")
     merge.add_argument("--out", required=True, help="merged labels file, .jsonl or .parquet")
     merge.set_defaults(func=cmd_merge)
+
+    export = commands.add_parser("export", help="a labels file as TRL's preference dataset (prompt, chosen, "
+                                                "rejected), written with datasets' save_to_disk")
+    export.add_argument("labels", help="labels file written by `rlaif label`")
+    add_data_options(export)  # the pairs that were labeled (same data, --limit and --seed): the file holds no texts
+    export.add_argument("--to", default="preference", choices=["preference"], help="TRL dataset type")
+    export.add_argument("--out", required=True, help="folder for datasets' save_to_disk")
+    export.add_argument("--label", default="ai", choices=["ai", "human"], help="whose preference picks `chosen`")
+    export.add_argument("--min-confidence", type=float, default=0.0, help="keep pairs with |p - 0.5| above this")
+    export.add_argument("--agreement", default="any", choices=["any", "agree", "disagree"],
+                        help="keep pairs where the AI and people agree (or disagree); both must have decided")
+    export.add_argument("--conversational", action="store_true",
+                        help="prompt/chosen/rejected as chat messages (TRL's conversational form)")
+    export.add_argument("--push-to-hub", metavar="REPO", help="also push the dataset to the Hugging Face hub")
+    export.set_defaults(func=cmd_export)
 
     templates = commands.add_parser("templates", help="list the labeling tasks and their templates")
     templates.add_argument("--templates", help="folder of your own task templates")

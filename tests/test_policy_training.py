@@ -172,3 +172,25 @@ def test_online_rl_calls_the_reward_and_the_monitor_records_the_curve(tiny_polic
     ids = torch.tensor([[1, 2, 3, 4, 5]])
     with torch.no_grad():
         assert torch.equal(model(ids).logits, plain(ids).logits)
+
+
+@pytest.mark.parametrize("conversational", [False, True], ids=["plain", "conversational"])
+def test_an_exported_preference_dataset_trains_one_dpo_step_in_trl(tiny_policy, tmp_path, conversational):
+    """`rlaif export`'s dataset, as saved to disk, goes straight into TRL's DPOTrainer (extra columns and all)."""
+    import pandas as pd
+
+    from rlaif.export import preference_dataset
+    from rlaif.labels_table import pointwise_row
+    from rlaif.pairs import PreferencePair
+
+    pairs = [PreferencePair(f"p{i}", t.context, t.response_1, t.response_2, 1 if i % 2 else 2)
+             for i, t in enumerate(TARGETS)]
+    labels = pd.DataFrame([pointwise_row(pair, {"run_id": "r"}, 1.0 if i % 3 else -1.0, 0.0, names=("s1", "s2"))
+                           for i, pair in enumerate(pairs)])
+    preference_dataset(labels, pairs, conversational=conversational).save_to_disk(tmp_path / "exported")
+    dataset = load_from_disk(tmp_path / "exported")
+    assert len(dataset) == 4 and isinstance(dataset[0]["prompt"], list) == conversational
+    trainer = DPOTrainer(model=tiny_policy, args=dpo_args(tmp_path / "run", max_steps=1), train_dataset=dataset)
+    trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert len(losses) == 1 and math.isfinite(losses[0])
