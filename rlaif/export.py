@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from rlaif.label_store import StoreError
-from rlaif.labels_table import numeric, pair_hash
+from rlaif.labels_table import ai_choices, numeric, pair_hash
 from rlaif.pairs import PreferencePair
 
 LABEL_SOURCES = ("ai", "human")
@@ -53,7 +53,7 @@ def preference_table(labels: pd.DataFrame, pairs: Sequence[PreferencePair], *, l
     if not 0.0 <= min_confidence < 0.5:
         raise ValueError(f"min_confidence must be in [0, 0.5), got {min_confidence!r}")
     by_id = {pair.id: pair for pair in pairs}
-    p, human = numeric(labels, "p"), numeric(labels, "human_choice")
+    p, ai_choice, human = numeric(labels, "p"), ai_choices(labels), numeric(labels, "human_choice")
     rows = []
     for i, (pair_id, written_hash) in enumerate(zip(labels["id"], labels.get("pair_hash", [None] * len(labels)))):
         pair = by_id.get(pair_id)
@@ -62,7 +62,7 @@ def preference_table(labels: pd.DataFrame, pairs: Sequence[PreferencePair], *, l
         if isinstance(written_hash, str) and written_hash != pair_hash(pair):
             raise StoreError(f"labels row {i} (id {pair_id!r}) was labeled from different data than the pair "
                              "given (its pair_hash differs): export from the data that was labeled")
-        ai = (1 if p[i] > 0.5 else 2) if math.isfinite(p[i]) and p[i] != 0.5 else None
+        ai = int(ai_choice[i]) if ai_choice[i] in (1.0, 2.0) else None  # an AI tie prefers neither
         person = int(human[i]) if human[i] in (1.0, 2.0) else None
         preferred = ai if label == "ai" else person
         if preferred is None or (min_confidence and not abs(p[i] - 0.5) > min_confidence):
