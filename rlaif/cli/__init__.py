@@ -1,0 +1,35 @@
+"""Command line: ``rlaif label``, ``merge``, ``report``, ``compare``, ``export``, ``templates``, ``models``.
+
+One module per group of commands, each adding its subcommands with ``add_commands``; ``main`` turns the
+errors a user can fix (bad data, bad template, missing file) into one line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rlaif.cli import catalogue, label, labels_files
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rlaif", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for group in (label, labels_files, catalogue):
+        group.add_commands(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from rlaif.pairs import DataError
+    from rlaif.templates import TemplateError
+
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted: finished labels are saved; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except (DataError, TemplateError, FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
