@@ -30,7 +30,7 @@ import pandas as pd
 
 import rlaif
 from rlaif.analysis.report import write_table
-from rlaif.experiment_config import read_config
+from rlaif.config_files import read_config
 from rlaif.metrics import win_rate
 from rlaif.pairs import PreferencePair
 from rlaif.training.reward_model import load_reward_models

@@ -64,7 +64,7 @@ from rlaif.analysis.label_methods import (
     stack_of,
 )
 from rlaif.analysis.report import write_table
-from rlaif.experiment_config import read_config
+from rlaif.config_files import read_config
 from rlaif.label_store import read_journal
 from rlaif.pairs import PreferencePair
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 import rlaif
 from rlaif.backends.models import hf_model_path
-from rlaif.experiment_config import read_config
+from rlaif.config_files import read_config
 from rlaif.training.rewards import reward_from_spec
 
 HERE = Path(__file__).resolve().parent

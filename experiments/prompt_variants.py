@@ -21,7 +21,7 @@ import pandas as pd
 import rlaif
 from rlaif.analysis.report import json_safe, markdown_table
 from rlaif.direct_scores import score_pairs
-from rlaif.experiment_config import read_config
+from rlaif.config_files import read_config
 from rlaif.prompting import Prompting
 
 HERE = Path(__file__).resolve().parent

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 import rlaif
-from rlaif.experiment_config import read_config
+from rlaif.config_files import read_config
 from rlaif.training.probe import ATTACKS, probe_labels, probe_pairs, probe_rewards
 from rlaif.training.reward_model import load_reward_models
 

@@ -46,7 +46,7 @@ import rlaif
 from rlaif import metrics
 from rlaif.analysis.report import write_table
 from rlaif.backends.models import hf_model_path
-from rlaif.experiment_config import read_config
+from rlaif.config_files import read_config
 from rlaif.pairs import PreferencePair
 from rlaif.training.probe import signature_shares
 from rlaif.training.reward_model import (

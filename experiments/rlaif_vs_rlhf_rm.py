@@ -48,7 +48,7 @@ import torch
 import rlaif
 from rlaif import metrics
 from rlaif.analysis.report import json_safe, write_table
-from rlaif.experiment_config import read_config
+from rlaif.config_files import read_config
 from rlaif.pairs import PreferencePair
 from rlaif.prompting import Prompting
 from rlaif.score_cache import CachedBackend

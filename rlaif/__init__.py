@@ -11,6 +11,7 @@ from rlaif.backends.base import LabelBackend, LabelTokenError
 from rlaif.backends.model_files import ModelFileError
 from rlaif.backends.models import DEFAULT_MODEL, resolve_model
 from rlaif.backends.next_token import MissingLogprobsError
+from rlaif.config_files import ConfigError
 from rlaif.direct_scores import DirectScorer, score_pairs
 from rlaif.label_store import StoreError, read_labels, to_dataset
 from rlaif.labeler import label_pairs
@@ -49,6 +50,6 @@ __all__ = [
     "label_pairs", "label_pairs_pride", "list_tasks", "load_pairs", "merge_shards", "read_labels", "resolve_model",
     "score_pairs", "summarize", "swap_average", "to_dataset",
     # errors
-    "DataError", "HTTPBackendError", "LabelTokenError", "MissingLogprobsError", "ModelFileError", "StoreError",
-    "TemplateError",
+    "ConfigError", "DataError", "HTTPBackendError", "LabelTokenError", "MissingLogprobsError", "ModelFileError",
+    "StoreError", "TemplateError",
 ]

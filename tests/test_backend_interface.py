@@ -15,6 +15,7 @@ from fakes import FakeBackend
 
 from rlaif.backends.base import LabelBackend
 from rlaif.backends.http_backend import OpenAICompatibleBackend
+from rlaif.dry_run import RecordingBackend
 from rlaif.score_cache import CachedBackend
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +53,7 @@ def backend_classes():
     from rlaif.backends.transformers_backend import TransformersBackend
     from rlaif.backends.vllm_backend import VLLMBackend
 
-    return [TransformersBackend, OpenAICompatibleBackend, VLLMBackend, CachedBackend, FakeBackend]
+    return [TransformersBackend, OpenAICompatibleBackend, VLLMBackend, CachedBackend, RecordingBackend, FakeBackend]
 
 
 def set_in_init(cls) -> set[str]:

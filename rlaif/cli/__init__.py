@@ -1,4 +1,5 @@
-"""Command line: ``rlaif label``, ``merge``, ``report``, ``compare``, ``export``, ``templates``, ``models``.
+"""Command line: ``rlaif label``, ``merge``, ``report``, ``compare``, ``export``, ``templates``,
+``models``.
 
 One module per group of commands, each adding its subcommands with ``add_commands``; ``main`` turns the
 errors a user can fix (bad data, bad template, missing file) into one line and exit status 2.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rlaif.cli import catalogue, label, labels_files
+from rlaif.cli import catalogue, label, labels_files, run_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,11 +18,20 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for group in (label, labels_files, catalogue):
         group.add_commands(commands)
+    parser.commands = commands.choices  # name -> the command's parser, for --config
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    config = run_config.config_path(argv)
+    if config and argv and argv[0] in parser.commands:
+        command = parser.commands[argv[0]]
+        if not run_config.takes_config(command):
+            parser.error(f"rlaif {argv[0]} takes no --config")
+        run_config.apply_config(command, config)
+    args = parser.parse_args(argv)
     from rlaif.pairs import DataError
     from rlaif.templates import TemplateError
 

@@ -50,6 +50,27 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
                              "from the left, pairs that cannot fit are skipped with a reason")
 
 
+#: Options that only one engine reads.
+ENGINE_ONLY = {"transformers": ("device", "batch_size", "max_batch_tokens"),
+               "vllm": ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "vllm_option"),
+               "http": ("base_url", "served_model", "http_method", "tokenizer", "api_key_env", "max_concurrency",
+                        "timeout", "max_retries")}
+
+
+def refuse_ignored_engine_options(args: argparse.Namespace) -> None:
+    """``SystemExit`` naming the options ``--backend`` would ignore (another engine's, given a value)."""
+    defaults = argparse.ArgumentParser()
+    add_engine_options(defaults)
+    ignored = [name for engine, names in ENGINE_ONLY.items() if engine != args.backend for name in names
+               if getattr(args, name) != defaults.get_default(name)]
+    if args.backend == "http" and args.dtype:
+        ignored.append("dtype")  # the server chose its precision
+    if ignored:
+        flags = ", ".join("--" + name.replace("_", "-") for name in ignored)
+        raise SystemExit(f"error: --backend {args.backend} does not read {flags}: it would be ignored. Remove it, "
+                         "or choose the engine that reads it")
+
+
 def option_value(text: str) -> Any:
     """An engine option's value: JSON where it parses (numbers, true, null), else the text."""
     try:

@@ -7,7 +7,8 @@ import sys
 import time
 
 from rlaif.cli.data_options import add_data_options, load_data
-from rlaif.cli.engines import add_engine_options, build_backend, describe
+from rlaif.cli.engines import add_engine_options, build_backend, describe, refuse_ignored_engine_options
+from rlaif.cli.run_config import write_run_config
 from rlaif.loaders import DEFAULT_TASK
 
 
@@ -52,27 +53,61 @@ def cmd_label(args: argparse.Namespace) -> int:
                         or "," in args.preamble or args.max_prompt_tokens):
         raise SystemExit("error: --direct scores each response alone with the task's score templates; "
                          "--shots, --cot*, --clamp, several preambles and --max-prompt-tokens do not apply to it")
+    refuse_unused_options(args)
     pairs = load_data(args)
     started = time.time()
     backend = build_backend(args)
     print(f"{describe(backend)}; template: {template.name}; {len(pairs)} pairs", file=sys.stderr)
+
+    def run(engine, out: str | None):
+        if args.direct:
+            scorer = DirectScorer(engine, template, chat_template=args.chat_template)
+            return score_pairs(pairs, scorer, out=out, fresh=args.fresh, progress=out is not None and not args.quiet,
+                               shard=shard)
+        if args.pride is not None:
+            from rlaif.pride import label_pairs_pride
+
+            return label_pairs_pride(pairs, engine, template, sample_pairs=args.pride, seed=args.seed, out=out,
+                                     fresh=args.fresh, chat_template=args.chat_template, prompting=prompting,
+                                     progress=out is not None and not args.quiet)
+        return label_pairs(pairs, engine, template, chat_template=args.chat_template, out=out, fresh=args.fresh,
+                           prompting=prompting, progress=out is not None and not args.quiet, shard=shard)
+
+    if args.dry_run:
+        from rlaif.dry_run import estimate_cost, format_cost
+
+        print(format_cost(estimate_cost(backend, lambda engine: run(engine, None))))
+        print("dry run: nothing written", file=sys.stderr)
+        return 0
+    if args.dtype is None and backend.fingerprint().get("dtype") in ("float32", "bfloat16", "float16", "mixed"):
+        args.dtype = backend.fingerprint()["dtype"]  # the precision chosen here, so a rerun elsewhere uses it too
+    config = write_run_config(args.out, args.parser, args, backend.fingerprint())
+    print(f"settings: {config} (rerun with --config {config})", file=sys.stderr)
     if not args.no_cache:
         backend = CachedBackend(backend, args.cache or f"{args.out}.cache.sqlite")
-    if args.direct:
-        scorer = DirectScorer(backend, template, chat_template=args.chat_template)
-        labels = score_pairs(pairs, scorer, out=args.out, fresh=args.fresh, progress=not args.quiet, shard=shard)
-    elif args.pride is not None:
-        from rlaif.pride import label_pairs_pride
-        labels = label_pairs_pride(pairs, backend, template, sample_pairs=args.pride, seed=args.seed, out=args.out,
-                                   fresh=args.fresh, chat_template=args.chat_template, prompting=prompting,
-                                   progress=not args.quiet)
-    else:
-        labels = label_pairs(pairs, backend, template, chat_template=args.chat_template, out=args.out,
-                             fresh=args.fresh, prompting=prompting, progress=not args.quiet, shard=shard)
+    labels = run(backend, args.out)
     cached = f" ({backend.hits} prompts from the score cache, {backend.misses} scored)" if not args.no_cache else ""
     print(f"wrote {len(labels)} rows to {args.out} in {time.time() - started:.0f} s{cached}", file=sys.stderr)
     print(format_report(summarize(labels)))
     return 0
+
+
+def refuse_unused_options(args: argparse.Namespace) -> None:
+    """Options this run would not read are refused, not dropped: the user meant something by them."""
+    def given(dest: str) -> bool:
+        return getattr(args, dest) != args.parser.get_default(dest)
+
+    unused = [f"{flag} ({why})" for flag, dest, read, why in (
+        ("--cot-max-tokens", "cot_max_tokens", args.cot, "needs --cot"),
+        ("--cot-samples", "cot_samples", args.cot, "needs --cot"),
+        ("--cot-temperature", "cot_temperature", args.cot, "needs --cot"),
+        ("--random-shots", "random_shots", args.shots, "needs --shots"),
+        ("--ensemble", "ensemble", "," in args.preamble, "needs several preambles"),
+        ("--cache", "cache", not args.no_cache, "not with --no-cache"),
+    ) if given(dest) and not read]
+    if unused:
+        raise SystemExit(f"error: this run would ignore {', '.join(unused)}; remove them or add what they need")
+    refuse_ignored_engine_options(args)
 
 
 def add_commands(commands) -> None:
@@ -115,5 +150,10 @@ def add_commands(commands) -> None:
     label.add_argument("--cache", help="score cache file (SQLite; default OUT.cache.sqlite); share one between jobs")
     label.add_argument("--no-cache", action="store_true", help="score every prompt, keep no score cache")
     label.add_argument("--quiet", action="store_true", help="no progress bar")
-    label.set_defaults(func=cmd_label)
+    label.add_argument("--config", help="YAML file of flags (keys as the flags are spelled, e.g. max-prompt-tokens); "
+                                        "flags given here win. OUT.config.yaml, written by every run, is one")
+    label.add_argument("--dry-run", action="store_true",
+                       help="print the run's prompts, tokens, pairs cut or skipped, memory and an estimated wall "
+                            "time from one measured step, then exit without labeling")
+    label.set_defaults(func=cmd_label, parser=label)
 
