@@ -16,6 +16,7 @@ from rlaif.direct_scores import DirectScorer, score_pairs
 from rlaif.label_store import StoreError, read_labels, to_dataset
 from rlaif.labeler import label_pairs
 from rlaif.loaders import load_pairs
+from rlaif.output_lock import OutputInUseError
 from rlaif.pairs import TIE, DataError, PreferencePair
 from rlaif.pride import label_pairs_pride
 from rlaif.prompting import Prompting
@@ -51,5 +52,5 @@ __all__ = [
     "score_pairs", "summarize", "swap_average", "to_dataset",
     # errors
     "ConfigError", "DataError", "HTTPBackendError", "LabelTokenError", "MissingLogprobsError", "ModelFileError",
-    "StoreError", "TemplateError",
+    "OutputInUseError", "StoreError", "TemplateError",
 ]

@@ -23,6 +23,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from rlaif.labels_table import RETRY_FLAGS, pair_hash
+from rlaif.output_lock import OutputLock
 from rlaif.pairs import PreferencePair
 
 OUTPUT_SUFFIXES = (".jsonl", ".parquet")
@@ -123,13 +124,23 @@ def run_in_steps(pairs: Sequence[PreferencePair], this_run: str, out: str | Path
     if len(set(ids)) != len(ids):
         duplicate = next(i for i in ids if ids.count(i) > 1)
         raise ValueError(f"pair ids must be unique; {duplicate!r} appears more than once")
-    store = LabelStore(out, this_run, fresh=fresh) if out is not None else None
+    lock = OutputLock(out).acquire() if out is not None else None  # before anything is read or removed
+    try:
+        return _run_steps(pairs, ids, LabelStore(out, this_run, fresh=fresh) if out is not None else None,
+                          pairs_per_step, progress, label_step)
+    finally:
+        if lock:
+            lock.release()
+
+
+def _run_steps(pairs: Sequence[PreferencePair], ids: list[str], store: LabelStore | None, pairs_per_step: int,
+               progress: bool, label_step: Callable[[list[PreferencePair]], list[dict[str, Any]]]) -> pd.DataFrame:
     done = dict(store.done) if store else {}
     by_id = {pair.id: pair for pair in pairs}
     for pair_id, row in list(done.items()):
         if pair_id in by_id and row.get("pair_hash") not in (None, pair_hash(by_id[pair_id])):
-            raise StoreError(f"{out}: the pair with id {pair_id!r} there differs from the one being labeled now "
-                             "(different data under the same ids?); use another --out, or --fresh")
+            raise StoreError(f"{store.out}: the pair with id {pair_id!r} there differs from the one being labeled "
+                             "now (different data under the same ids?); use another --out, or --fresh")
         if set(row.get("flags") or ()) & set(RETRY_FLAGS):
             del done[pair_id]
     with tqdm(total=len(pairs), initial=sum(pair_id in done for pair_id in ids), desc="labeling pairs",

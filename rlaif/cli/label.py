@@ -29,11 +29,9 @@ def _prompting(args: argparse.Namespace):
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    from rlaif.analysis.report import format_report, summarize
-    from rlaif.direct_scores import DirectScorer, score_pairs
+    """Check every option before the model loads; then label, as the only writer of --out."""
     from rlaif.label_store import OUTPUT_SUFFIXES
-    from rlaif.labeler import label_pairs
-    from rlaif.score_cache import CachedBackend
+    from rlaif.output_lock import OutputLock
     from rlaif.shards import parse_shard
     from rlaif.templates import PromptTemplate
 
@@ -54,6 +52,18 @@ def cmd_label(args: argparse.Namespace) -> int:
         raise SystemExit("error: --direct scores each response alone with the task's score templates; "
                          "--shots, --cot*, --clamp, several preambles and --max-prompt-tokens do not apply to it")
     refuse_unused_options(args)
+    if args.dry_run:
+        return label_run(args, template, prompting, shard)
+    with OutputLock(args.out):  # a second run on this --out is refused now, not after loading its model
+        return label_run(args, template, prompting, shard)
+
+
+def label_run(args: argparse.Namespace, template, prompting, shard: tuple[int, int] | None) -> int:
+    from rlaif.analysis.report import format_report, summarize
+    from rlaif.direct_scores import DirectScorer, score_pairs
+    from rlaif.labeler import label_pairs
+    from rlaif.score_cache import CachedBackend
+
     pairs = load_data(args)
     started = time.time()
     backend = build_backend(args)
