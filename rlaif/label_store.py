@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import signal
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -101,11 +102,17 @@ class LabelStore:
             read_journal(self.journal, repair=True)  # only now, once the file is known to be ours
 
     def append(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Append one step's rows, whole: Ctrl-C and SIGTERM wait until they are on disk."""
         lines = b"".join(json.dumps(row, ensure_ascii=False).encode() + b"\n" for row in rows)
-        with open(self.journal, "ab") as handle:
-            handle.write(lines)
-            handle.flush()
-            os.fsync(handle.fileno())
+        stops = {signal.SIGINT, signal.SIGTERM}
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+        try:
+            with open(self.journal, "ab") as handle:
+                handle.write(lines)
+                handle.flush()
+                os.fsync(handle.fileno())
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
     def finish(self, rows: list[dict[str, Any]]) -> None:
         """Write the final output atomically: this job's rows in input order, then any rows

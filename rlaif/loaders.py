@@ -1,25 +1,24 @@
 """Read human-preference data in its publishers' formats into PreferencePair records.
 
-Every loader reads rows (local JSON/JSONL(.gz)/CSV/Parquet file, a folder, a
-``datasets.Dataset`` or a Hugging Face hub name) and turns each row into one or
-more pairs. Row numbers in errors are 1-based: the line of a JSONL file, the
-position in a JSON list, the row of a table.
+Every loader reads rows (``rlaif.data_files``: a local JSON/JSONL(.gz)/CSV/Parquet
+file, a folder, a ``datasets.Dataset`` or a Hugging Face hub name) and turns each row
+into one or more pairs. Row numbers in errors are 1-based: the line of a JSONL file,
+the position in a JSON list, the row of a table.
 """
 
 from __future__ import annotations
 
-import gzip
 import itertools
-import json
 import math
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from rlaif.data_files import read_rows
 from rlaif.pairs import TIE, DataError, PreferencePair, from_chosen_rejected
 
 Row = Mapping[str, Any]
@@ -39,7 +38,7 @@ class PairList(list):
         self.skipped: list[DataError] = skipped or []
 
 
-# --------------------------------------------------------------------------- rows
+# --------------------------------------------------------------------------- names
 
 def _source_name(source: str) -> str:
     """A short stable name for ids: the file name without extensions, or the hub name."""
@@ -50,86 +49,6 @@ def _source_name(source: str) -> str:
             name = name.removesuffix(suffix)
         return name
     return source
-
-
-def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    # Bad bytes are kept (as escapes) and checked line by line: a strict decoder reads
-    # ahead, so it would blame an earlier line and stop the whole file.
-    with opener(path, "rt", encoding="utf-8", errors="surrogateescape") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            # Errors are handed on, not raised, so that skip_bad can skip one bad line and go on.
-            try:
-                line.encode("utf-8", "surrogateescape").decode("utf-8")
-                record = json.loads(line)
-            except UnicodeDecodeError as exc:
-                record = DataError(f"not valid UTF-8 ({exc.reason})")
-            except ValueError as exc:  # JSONDecodeError, or a number too long to convert
-                record = DataError(f"not valid JSON ({getattr(exc, 'msg', exc)})")
-            yield line_no, record
-
-
-def _read_json(path: Path, field: str | None) -> Iterator[tuple[int, Any]]:
-    try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"not a valid UTF-8 JSON file ({exc})", source=str(path)) from None
-    if field is not None and isinstance(data, dict):
-        if field not in data:
-            raise DataError("missing", source=str(path), field_name=field)
-        data = data[field]
-    if not isinstance(data, list):
-        raise DataError(f"expected a JSON list of records, got {type(data).__name__}", source=str(path))
-    yield from enumerate(data, start=1)
-
-
-def _read_table(path: Path) -> Iterator[tuple[int, Any]]:
-    import pandas as pd
-
-    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str, keep_default_na=False)
-    for row_no, record in enumerate(frame.to_dict(orient="records"), start=1):
-        yield row_no, record
-
-
-def _read_hf(source: Any, split: str, **load_kwargs) -> Iterator[tuple[int, Any]]:
-    """Rows of a datasets.Dataset, or of ``datasets.load_dataset(source)`` (hub name or folder)."""
-    import datasets
-
-    if isinstance(source, str):
-        source = datasets.load_dataset(source, split=split, **load_kwargs)
-    if isinstance(source, datasets.DatasetDict):
-        if split not in source:
-            raise DataError(f"split {split!r} not found; it has {sorted(source)}")
-        source = source[split]
-    yield from enumerate(source, start=1)
-
-
-def read_rows(source: Any, *, json_field: str | None = None, split: str = "train",
-              **load_kwargs) -> Iterator[tuple[int, Any]]:
-    """Yield (row number, record) from a file by extension, else through ``datasets``."""
-    if isinstance(source, (str, os.PathLike)) and Path(source).is_file():
-        path = Path(source)
-        name = path.name.lower()
-        if name.endswith((".jsonl", ".jsonl.gz")):
-            return _read_jsonl(path)
-        if name.endswith((".json", ".json.gz")):
-            return _read_json(path, json_field)
-        if name.endswith((".csv", ".parquet")):
-            return _read_table(path)
-        raise DataError("unknown file type: expected .json, .jsonl(.gz), .csv or .parquet", source=str(path))
-    if isinstance(source, os.PathLike) or (isinstance(source, str) and _looks_like_a_path(source)):
-        if not Path(source).exists():
-            raise DataError("no such file or folder", source=str(source))
-    return _read_hf(str(source) if isinstance(source, os.PathLike) else source, split, **load_kwargs)
-
-
-def _looks_like_a_path(source: str) -> bool:
-    """A name with a file extension or a leading ./, / or ~ is a path, never a hub dataset."""
-    return source.startswith((".", "/", "~")) or source.lower().endswith(
-        (".json", ".jsonl", ".gz", ".csv", ".parquet"))
 
 
 # ------------------------------------------------------------------ field checks
@@ -360,6 +279,8 @@ FORMATS: dict[str, tuple[Callable[..., list[PreferencePair]], str | None, str | 
     "pandalm": (parse_pandalm, None, None),
 }
 GENERIC_FORMATS = ("jsonl", "json", "csv", "parquet", "hf", "examples")
+#: The generic formats that read one file.
+FILE_FORMATS = ("jsonl", "json", "csv", "parquet")
 #: The template task each format is labeled with unless the user says otherwise.
 DEFAULT_TASK = {"hh-rlhf": "harmless", "hhh": "helpful", "llmbar": "instruction", "prd": "instruction",
                 "tldr": "summarization", "examples": "instruction", "pandalm": "instruction"}
@@ -421,6 +342,9 @@ def load_pairs(source: Any, format: str, *, limit: int | None = None, seed: int 
         raise ValueError(f"unknown format {format!r}; choose one of {sorted(FORMATS) + list(GENERIC_FORMATS)}")
     if limit is not None and limit <= 0:
         return PairList()
+    if format in FILE_FORMATS and isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+        raise DataError(f"is a folder; --format {format} reads one file (name the file, or read a folder of "
+                        "data files with --format hf)", source=str(source))
     pairs, skipped, seen = PairList(), [], set()
     for path, name in _sources(source, format):
         shown = str(path) if isinstance(path, (str, os.PathLike)) else type(path).__name__

@@ -8,9 +8,20 @@ errors a user can fix (bad data, bad template, missing file) into one line and e
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 from rlaif.cli import catalogue, label, labels_files, run_config
+
+
+class Stopped(BaseException):
+    """SIGTERM, which schedulers (Slurm, Kubernetes) send before they kill a job: raised where the run is,
+    as Ctrl-C raises KeyboardInterrupt, so the output lock and open files are released on the way out."""
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,11 +46,19 @@ def main(argv: list[str] | None = None) -> int:
     from rlaif.pairs import DataError
     from rlaif.templates import TemplateError
 
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there
+    previous = signal.signal(signal.SIGTERM, _raise_stopped) if in_main_thread else None
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        print("interrupted: finished labels are saved; rerun the same command to resume", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Stopped) as stop:
+        by, code = ("SIGINT", 130) if isinstance(stop, KeyboardInterrupt) else ("SIGTERM", 143)
+        where = f" in {args.out}" if getattr(args, "out", None) else ""
+        print(f"stopped by {by}: every finished step is saved{where} and the step in flight was dropped; "
+              "run the same command again to resume", file=sys.stderr)
+        return code
     except (DataError, TemplateError, FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
