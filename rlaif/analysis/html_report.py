@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
 
@@ -31,11 +33,23 @@ def _table(frame: pd.DataFrame) -> str:
     return frame.to_html(float_format=lambda x: f"{x:.3f}", border=0, na_rep="n/a")
 
 
+def _pairs_links(href: str) -> str:
+    """Links into the pair browser (``rlaif browse``), each opening a view its URL hash names."""
+    views = [("every pair", ""), ("disagreements with people", "#filter=disagree"),
+             ("same position in both orders", "#filter=flip"), ("least confident first", "#sort=confidence"),
+             ("most confident disagreements", "#filter=disagree&sort=-confidence")]
+    links = ", ".join(f'<a href="{html.escape(href + view)}">{name}</a>' for name, view in views)
+    return f"<p>The pairs behind these numbers, with their texts (pair browser): {links}.</p>"
+
+
 def render_html(labels: pd.DataFrame, *, title: str = "rlaif report", by: str = "task", bins: int = 10,
-                tie_band: float = 0.0) -> str:
-    """The whole report as an HTML page; every figure is embedded, so the file stands alone."""
+                tie_band: float = 0.0, pairs_href: str | None = None) -> str:
+    """The whole report as an HTML page; every figure is embedded, so the file stands alone.
+    ``pairs_href`` links the page to a pair browser written by ``rlaif browse``."""
     result = analyze(labels, by=by, bins=bins, tie_band=tie_band)
     sections = [f"<h1>{html.escape(title)}</h1>", f"<pre>{html.escape(format_report(result))}</pre>"]
+    if pairs_href is not None:
+        sections.insert(1, _pairs_links(pairs_href))
 
     sections += ["<h2>Alignment</h2>",
                  "<p>Share of pairs whose averaged AI choice equals the human choice (human ties excluded), "
@@ -60,10 +74,15 @@ def render_html(labels: pd.DataFrame, *, title: str = "rlaif report", by: str = 
             f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>")
 
 
-def write_html(labels: pd.DataFrame, path: str | Path, **kwargs) -> Path:
+def write_html(labels: pd.DataFrame, path: str | Path, *, pairs: str | Path | None = None, **kwargs) -> Path:
+    """Write the report; ``pairs`` (a pair browser's file) is linked by its path relative to the
+    report, so the two files can be moved or shared together."""
     from rlaif.label_store import atomic_write_bytes
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if pairs is not None:
+        relative = os.path.relpath(Path(pairs).resolve(), path.parent.resolve())
+        kwargs["pairs_href"] = quote(Path(relative).as_posix())
     atomic_write_bytes(path, render_html(labels, **kwargs).encode())
     return path

@@ -1,5 +1,5 @@
-"""Command line: ``rlaif label``, ``merge``, ``report``, ``compare``, ``export``, ``templates``,
-``models``.
+"""Command line: ``rlaif label``, ``merge``, ``report``, ``compare``, ``export``, ``browse``,
+``templates``, ``models``.
 
 One module per group of commands, each adding its subcommands with ``add_commands``; ``main`` turns the
 errors a user can fix (bad data, bad template, missing file) into one line and exit status 2.

@@ -1,10 +1,11 @@
-"""Commands that read labels files: ``rlaif report``, ``compare``, ``merge`` and ``export``."""
+"""Commands that read labels files: ``rlaif report``, ``compare``, ``merge``, ``export`` and ``browse``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from rlaif.cli.data_options import add_data_options, load_data
 
@@ -13,6 +14,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from rlaif.analysis.report import analyze, format_report, json_safe
     from rlaif.label_store import read_labels
 
+    if args.pairs and not args.html:
+        raise ValueError("--pairs links the HTML report to a pair browser: give --html too")
     labels = read_labels(args.labels)
     summary = analyze(labels, by=args.by, bins=args.bins, tie_band=args.tie_band,
                       temperature_scaling=args.temperature_scaling)
@@ -21,8 +24,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         from rlaif.analysis.html_report import write_html
 
         path = write_html(labels, args.html, title=f"rlaif report: {args.labels}", by=args.by, bins=args.bins,
-                          tie_band=args.tie_band)
+                          tie_band=args.tie_band, pairs=args.pairs)
         print(f"wrote {path}", file=sys.stderr)
+        if args.pairs and not Path(args.pairs).exists():
+            print(f"note: {args.pairs} does not exist yet; write it with `rlaif browse {args.labels} --data ... "
+                  f"--out {args.pairs}`", file=sys.stderr)
     return 0
 
 
@@ -69,6 +75,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_browse(args: argparse.Namespace) -> int:
+    from rlaif.analysis.pair_browser import write_browser
+    from rlaif.label_store import read_labels
+
+    labels = read_labels(args.labels)
+    path = write_browser(labels, load_data(args), args.out, title=args.title or f"rlaif pairs: {args.labels}")
+    print(f"{len(labels)} pairs written to {path} (open it in a browser; a view is a URL hash, "
+          f"e.g. {path.name}#filter=disagree&sort=-confidence)", file=sys.stderr)
+    return 0
+
+
 def add_commands(commands) -> None:
     report = commands.add_parser("report", help="agreement with human labels, position bias, candidate mass")
     report.add_argument("labels", help="labels file written by `rlaif label`")
@@ -78,6 +95,8 @@ def add_commands(commands) -> None:
     report.add_argument("--bins", type=int, default=10, help="calibration bins")
     report.add_argument("--tie-band", type=float, default=0.0,
                         help="count |p - 0.5| < this as an AI tie (a disagreement)")
+    report.add_argument("--pairs", metavar="PATH", help="with --html: link the report to the pair browser at PATH "
+                                                         "(written by `rlaif browse`), by its relative path")
     report.add_argument("--temperature-scaling", action="store_true",
                         help="fit a temperature on a seeded half of the pairs; report calibration on the other "
                              "half before and after")
@@ -114,3 +133,10 @@ def add_commands(commands) -> None:
     export.add_argument("--push-to-hub", metavar="REPO", help="also push the dataset to the Hugging Face hub")
     export.set_defaults(func=cmd_export)
 
+    browse = commands.add_parser("browse", help="every pair with its texts, p in both orders, both labels and flags "
+                                                "on one static HTML page (filters, sort, search)")
+    browse.add_argument("labels", help="labels file written by `rlaif label`")
+    add_data_options(browse)  # the pairs that were labeled (same data, --limit and --seed): the file holds no texts
+    browse.add_argument("--out", required=True, help="the HTML file to write (it needs no other file or server)")
+    browse.add_argument("--title", help="the page's title (default: the labels file's name)")
+    browse.set_defaults(func=cmd_browse)
