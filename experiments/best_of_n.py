@@ -30,13 +30,22 @@ import pandas as pd
 
 import rlaif
 from rlaif.analysis.report import write_table
-from rlaif.config_files import read_config
+from rlaif.config_files import ANY_KEYS, read_config
 from rlaif.metrics import win_rate
 from rlaif.pairs import PreferencePair
 from rlaif.training.reward_model import load_reward_models
 
 HERE = Path(__file__).resolve().parent
-CONFIG_KEYS = {"policy", "judge", "data", "samples", "reward_models", "direct_scorer", "results", "seed"}
+CONFIG_SCHEMA = {
+    "policy": {"model": None, "chat_template": None},
+    "judge": {"model": None, "task": None, "preamble": None, "chat_template": None},
+    "data": {"format": None, "path": None, "skip": None, "prompts": None, "heldout_from": None},
+    "samples": {"n": None, "temperature": None, "max_new_tokens": None, "stop": None},
+    "reward_models": ANY_KEYS,  # name: folder of a saved reward model (load_reward_models checks each)
+    "direct_scorer": None,
+    "results": None,
+    "seed": None,
+}
 Reward = Callable[[Sequence[str], Sequence[str]], list[float]]
 
 
@@ -47,7 +56,7 @@ def load_config(argv=None) -> dict:
     parser.add_argument("--n", type=int, help="samples per prompt")
     parser.add_argument("--results")
     args = parser.parse_args(argv)
-    config = read_config(args.config, CONFIG_KEYS)
+    config = read_config(args.config, CONFIG_SCHEMA)
     if args.prompts:
         config["data"]["prompts"] = args.prompts
     if args.n:

@@ -64,16 +64,22 @@ from rlaif.analysis.label_methods import (
     stack_of,
 )
 from rlaif.analysis.report import write_table
-from rlaif.config_files import read_config
+from rlaif.config_files import EACH, ConfigError, read_config, schema_of
 from rlaif.label_store import read_journal
 from rlaif.pairs import PreferencePair
 
 HERE = Path(__file__).resolve().parent
 DATASETS = {name: (fmt, relative, task) for name, fmt, relative, task in label_shared_data.DATASETS}
 
-CONFIG_KEYS = {"models", "datasets", "data_root", "skip", "limit", "fit_fraction", "seed", "chat_template",
-               "content_free", "content_free_contexts", "pride_sample", "label_words", "preambles", "min_coverage",
-               "batch_size", "max_batch_tokens", "dtype", "techniques", "results"}
+CONFIG_SCHEMA = {
+    "models": None, "datasets": None,  # lists of names; the data set names are checked in load_config
+    "data_root": None, "skip": None, "limit": None, "fit_fraction": None, "seed": None, "chat_template": None,
+    "content_free": None, "content_free_contexts": None, "pride_sample": None,
+    "label_words": {EACH: {"labels": None, "names": None, "ending": None}},  # rlaif.PromptTemplate's
+    "preambles": None, "min_coverage": None, "batch_size": None, "max_batch_tokens": None, "dtype": None,
+    "techniques": {EACH: schema_of(rlaif.Prompting)},
+    "results": None,
+}
 DEFAULTS = {"data_root": "../shared/data", "skip": 0, "limit": 100, "fit_fraction": 0.5, "seed": 0,
             "chat_template": True, "content_free": ["N/A", "[MASK]", ""], "content_free_contexts": 4,
             "pride_sample": 16, "label_words": {}, "preambles": ["base"], "min_coverage": 0.5, "batch_size": 64,
@@ -91,21 +97,18 @@ def load_config(argv=None) -> dict:
     parser.add_argument("--datasets", nargs="+", help="replace the config's data sets")
     parser.add_argument("--results")
     args = parser.parse_args(argv)
-    config = {**DEFAULTS, **read_config(args.config, CONFIG_KEYS)}
+    config = {**DEFAULTS, **read_config(args.config, CONFIG_SCHEMA)}
     for key in ("limit", "models", "datasets", "results"):
         if getattr(args, key):
             config[key] = getattr(args, key)
     unknown = set(config["datasets"]) - set(DATASETS)
     if unknown:
         raise SystemExit(f"{args.config}: unknown datasets {sorted(unknown)}; known: {sorted(DATASETS)}")
-    for name, words in config["label_words"].items():
-        if not isinstance(words, dict) or set(words) - {"labels", "names", "ending"}:
-            raise SystemExit(f"{args.config}: label_words.{name} must be a mapping of labels / names / ending")
     for name, settings in config["techniques"].items():
         try:
-            rlaif.Prompting(**settings)
+            rlaif.Prompting(**settings)  # bad values fail here (the schema checked the keys)
         except (TypeError, ValueError) as error:
-            raise SystemExit(f"{args.config}: techniques.{name}: {error}") from None
+            raise ConfigError(f"{args.config}: techniques.{name}: {error}") from None
     return config
 
 

@@ -22,11 +22,35 @@ import pandas as pd
 
 import rlaif
 from rlaif.backends.models import hf_model_path
-from rlaif.config_files import read_config
+from rlaif.config_files import ANY_KEYS, EACH, ConfigError, check_keys, read_config, schema_of
 from rlaif.training.rewards import reward_from_spec
 
 HERE = Path(__file__).resolve().parent
-CONFIG_KEYS = {"policy", "rewards", "reward", "trainer", "data", "settings", "save_policy", "results"}
+#: A reward entry, as rlaif.training.rewards.reward_from_spec reads it (which refuses more than one key).
+REWARD_SCHEMA = {"reward_model": None, "remote": None,
+                 "direct": {"model": None, "task": None, "preamble": None, "chat_template": None}}
+CONFIG_SCHEMA = {
+    "policy": {"model": None},
+    "rewards": {EACH: REWARD_SCHEMA},
+    "reward": None,
+    "trainer": None,
+    "data": {"format": None, "path": None, "skip": None, "prompts": None},
+    # trl.GRPOConfig or RLOOConfig fields, whichever ``trainer`` names: load_config checks them against
+    # that class (settings_schema), as a schema cannot depend on another key's value.
+    "settings": ANY_KEYS,
+    "save_policy": None,
+    "results": None,
+}
+
+
+def settings_schema(trainer: str, source: str) -> dict:
+    """The fields of the TRL config class ``trainer`` names (TRL is imported here, once a config is read)."""
+    from trl import GRPOConfig, RLOOConfig
+
+    classes = {"grpo": GRPOConfig, "rloo": RLOOConfig}  # rlaif.training.policy_training.ONLINE_TRAINERS
+    if trainer not in classes:
+        raise ConfigError(f"{source}: trainer must be one of {sorted(classes)}, got {trainer!r}")
+    return schema_of(classes[trainer])
 
 
 def load_config(argv=None) -> dict:
@@ -36,7 +60,9 @@ def load_config(argv=None) -> dict:
     parser.add_argument("--steps", type=int)
     parser.add_argument("--results")
     args = parser.parse_args(argv)
-    config = read_config(args.config, CONFIG_KEYS)
+    config = read_config(args.config, CONFIG_SCHEMA)
+    check_keys(config.get("settings", {}), settings_schema(config.get("trainer", "grpo"), args.config), "settings",
+               args.config)
     if args.reward:
         config["reward"] = args.reward
     if config["reward"] not in config["rewards"]:

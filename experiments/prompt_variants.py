@@ -20,12 +20,19 @@ import pandas as pd
 
 import rlaif
 from rlaif.analysis.report import json_safe, markdown_table
+from rlaif.config_files import EACH, ConfigError, read_config, schema_of
 from rlaif.direct_scores import score_pairs
-from rlaif.config_files import read_config
 from rlaif.prompting import Prompting
 
 HERE = Path(__file__).resolve().parent
-CONFIG_KEYS = {"model", "chat_template", "batch_size", "results", "datasets", "variants"}
+CONFIG_SCHEMA = {
+    "model": None,
+    "chat_template": None,
+    "batch_size": None,
+    "results": None,
+    "datasets": {EACH: {"format": None, "path": None, "task": None, "limit": None}},
+    "variants": {EACH: schema_of(Prompting, direct=None)},  # Prompting fields, or {direct: true}: 1-10 scoring
+}
 
 
 def load_config(argv=None) -> dict:
@@ -36,7 +43,7 @@ def load_config(argv=None) -> dict:
     parser.add_argument("--results")
     parser.add_argument("--variants", help="comma-separated subset of the config's variants")
     args = parser.parse_args(argv)
-    config = read_config(args.config, CONFIG_KEYS)
+    config = read_config(args.config, CONFIG_SCHEMA)
     for key in ("model", "results"):
         if getattr(args, key):
             config[key] = getattr(args, key)
@@ -48,7 +55,10 @@ def load_config(argv=None) -> dict:
     for name, variant in config["variants"].items():
         if not variant.get("direct"):
             fields = {k: tuple(v) if isinstance(v, list) else v for k, v in variant.items()}
-            Prompting(**fields)  # typos and bad values fail here, before any model loads
+            try:
+                Prompting(**fields)  # bad values fail here, before any model loads (the schema checked the keys)
+            except (TypeError, ValueError) as error:
+                raise ConfigError(f"{args.config}: variants.{name}: {error}") from None
     return config
 
 

@@ -19,12 +19,20 @@ from pathlib import Path
 import pandas as pd
 
 import rlaif
-from rlaif.config_files import read_config
+from rlaif.config_files import ANY_KEYS, read_config
 from rlaif.training.probe import ATTACKS, probe_labels, probe_pairs, probe_rewards
 from rlaif.training.reward_model import load_reward_models
 
 HERE = Path(__file__).resolve().parent
-CONFIG_KEYS = {"labeler", "data", "attacks", "reward_models", "direct_scorer", "pairwise_labeler", "results"}
+CONFIG_SCHEMA = {
+    "labeler": {"model": None, "task": None, "preamble": None, "chat_template": None},
+    "data": {"format": None, "path": None, "skip": None, "prompts": None},
+    "attacks": None,            # a list of names from rlaif.training.probe.ATTACKS
+    "reward_models": ANY_KEYS,  # name: folder of a saved reward model (load_reward_models checks each)
+    "direct_scorer": None,
+    "pairwise_labeler": None,
+    "results": None,
+}
 
 
 def load_config(argv=None) -> dict:
@@ -33,7 +41,7 @@ def load_config(argv=None) -> dict:
     parser.add_argument("--prompts", type=int)
     parser.add_argument("--results")
     args = parser.parse_args(argv)
-    config = read_config(args.config, CONFIG_KEYS)
+    config = read_config(args.config, CONFIG_SCHEMA)
     if args.prompts:
         config["data"]["prompts"] = args.prompts
     if args.results:

@@ -46,7 +46,7 @@ import rlaif
 from rlaif import metrics
 from rlaif.analysis.report import write_table
 from rlaif.backends.models import hf_model_path
-from rlaif.config_files import read_config
+from rlaif.config_files import ANY_KEYS, EACH, ConfigError, check_keys, read_config, schema_of
 from rlaif.pairs import PreferencePair
 from rlaif.training.probe import signature_shares
 from rlaif.training.reward_model import (
@@ -61,10 +61,41 @@ from rlaif.training.reward_model import (
 from rlaif.training.rewards import reward_from_spec
 
 HERE = Path(__file__).resolve().parent
-CONFIG_KEYS = {"policy", "rewards", "arms", "preference_data", "online", "dpo", "dpo_pairs", "gold", "curve", "data",
-               "samples", "seed", "results"}
 DPO_SOURCES = ("human", "ai_hard", "ai_soft")
+PART_SCHEMA = {"skip": None, "count": None}  # pairs of data.path: the count after the first skip (load_part)
+#: A reward entry, as rlaif.training.rewards.reward_from_spec reads it (which refuses more than one key).
+REWARD_SCHEMA = {"reward_model": None, "remote": None,
+                 "direct": {"model": None, "task": None, "preamble": None, "chat_template": None}}
+LABELER_SCHEMA = {"model": None, "task": None, "preamble": None, "chat_template": None}
+CONFIG_SCHEMA = {
+    "policy": {"model": None},
+    "preference_data": None,
+    "rewards": {EACH: REWARD_SCHEMA},
+    "arms": {EACH: {"online": None, "dpo": None}},  # exactly one of the two, checked in load_config
+    # trainer, then trl.GRPOConfig or RLOOConfig fields and dpo trl.DPOConfig fields: load_config checks
+    # them against those classes (trainer_schemas), with TRL imported there rather than with this module.
+    "online": ANY_KEYS,
+    "dpo": ANY_KEYS,
+    "dpo_pairs": None,
+    "gold": {"reward_model": schema_of(RewardTrainingConfig, backbone=None, data=PART_SCHEMA),
+             "labeler": None},  # LABELER_SCHEMA, or null for the gold RM alone: checked in load_config
+    "curve": {"every": None, "prompts": None, "max_new_tokens": None},
+    "data": {"format": None, "path": None, "train": PART_SCHEMA, "eval": PART_SCHEMA},
+    "samples": {"temperature": None, "max_new_tokens": None, "stop": None},
+    "seed": None,
+    "results": None,
+}
 SFT = "SFT"
+
+
+def trainer_schemas(trainer: str, source: str) -> tuple[dict, dict]:
+    """The schemas of ``online`` (``trainer``'s TRL config fields, and trainer) and of ``dpo`` (DPOConfig fields)."""
+    from trl import DPOConfig, GRPOConfig, RLOOConfig
+
+    online = {"grpo": GRPOConfig, "rloo": RLOOConfig}  # rlaif.training.policy_training.ONLINE_TRAINERS
+    if trainer not in online:
+        raise ConfigError(f"{source}: online.trainer must be one of {sorted(online)}, got {trainer!r}")
+    return schema_of(online[trainer], trainer=None), schema_of(DPOConfig)
 
 
 def load_config(argv=None) -> dict:
@@ -73,7 +104,12 @@ def load_config(argv=None) -> dict:
     parser.add_argument("--arms", nargs="+", help="run only these arms of the config")
     parser.add_argument("--results")
     args = parser.parse_args(argv)
-    config = read_config(args.config, CONFIG_KEYS)
+    config = read_config(args.config, CONFIG_SCHEMA)
+    online, dpo = trainer_schemas(config.get("online", {}).get("trainer", "grpo"), args.config)
+    check_keys(config.get("online", {}), online, "online", args.config)
+    check_keys(config.get("dpo", {}), dpo, "dpo", args.config)
+    if config.get("gold", {}).get("labeler") is not None:
+        check_keys(config["gold"]["labeler"], LABELER_SCHEMA, "gold.labeler", args.config)
     if args.arms:
         missing = set(args.arms) - set(config["arms"])
         if missing:
@@ -88,8 +124,6 @@ def load_config(argv=None) -> dict:
             continue
         raise SystemExit(f"{args.config}: arm {name!r} must be {{online: one of {sorted(config['rewards'])}}} or "
                          f"{{dpo: one of {list(DPO_SOURCES)}}}, got {spec}")
-    gold_rm = {k: v for k, v in config["gold"]["reward_model"].items() if k not in ("backbone", "data")}
-    RewardTrainingConfig(**gold_rm)  # typos fail here, before any training
     return config
 
 

@@ -48,7 +48,7 @@ import torch
 import rlaif
 from rlaif import metrics
 from rlaif.analysis.report import json_safe, write_table
-from rlaif.config_files import read_config
+from rlaif.config_files import EACH, ConfigError, check_keys, read_config, schema_of
 from rlaif.pairs import PreferencePair
 from rlaif.prompting import Prompting
 from rlaif.score_cache import CachedBackend
@@ -62,10 +62,26 @@ from rlaif.training.reward_model import (
 )
 
 HERE = Path(__file__).resolve().parent
-CONFIG_KEYS = {"labeler", "data", "reward_model", "sources", "min_confidence", "save_models", "results",
-               "prompt_choice", "ai_pairs", "ai_pairs_labels", "human_pairs_curve"}
 SOURCES = {"human": "RM_HF (human labels)", "ai_soft": "RM_AI (AI soft labels)", "ai_hard": "RM_AI hard (AI argmax)"}
-VARIANT_KEYS = {"preamble", "shots", "cot", "cot_max_tokens", "pairs", "choose"}
+#: The two shapes of ``data`` (module docstring); the schema takes the keys of either, load_config refuses a mix.
+ONE_SET_KEYS = {"format", "path", "limit", "train_fraction", "seed"}
+POOL_KEYS = {"pool", "heldout_pairs", "human_pairs", "seed"}
+POOL_ENTRY_SCHEMA = {"format": None, "path": None, "limit": None}  # each item of the list data.pool
+#: The labeler's prompt settings (prompting_for), which a prompt_choice variant may replace.
+PROMPT_SCHEMA = {"preamble": None, "shots": None, "cot": None, "cot_max_tokens": None}
+CONFIG_SCHEMA = {
+    "labeler": {"model": None, "task": None, "chat_template": None, "dtype": None, **PROMPT_SCHEMA},
+    "data": dict.fromkeys(ONE_SET_KEYS | POOL_KEYS),
+    "reward_model": schema_of(RewardTrainingConfig, backbone=None),
+    "sources": None,  # names from SOURCES, checked in load_config
+    "min_confidence": None,
+    "save_models": None,
+    "results": None,
+    "prompt_choice": {"pairs": None, "variants": {EACH: {**PROMPT_SCHEMA, "pairs": None, "choose": None}}},
+    "ai_pairs": None,
+    "ai_pairs_labels": None,
+    "human_pairs_curve": None,
+}
 
 
 def load_config(argv=None) -> dict:
@@ -75,7 +91,17 @@ def load_config(argv=None) -> dict:
     parser.add_argument("--results")
     parser.add_argument("--epochs", type=int)
     args = parser.parse_args(argv)
-    config = read_config(args.config, CONFIG_KEYS)
+    config = read_config(args.config, CONFIG_SCHEMA)
+    data = config["data"]
+    shape, name = (POOL_KEYS, "pool") if "pool" in data else (ONE_SET_KEYS, "one-set")
+    if set(data) - shape:
+        raise ConfigError(f"{args.config}: data keys {sorted(set(data) - shape)} are not read in the {name} shape "
+                          f"of data, which takes {sorted(shape)}")
+    if "pool" in data:
+        if not isinstance(data["pool"], list):
+            raise ConfigError(f"{args.config}: data.pool must be a list of {{format, path, limit}}")
+        for i, part in enumerate(data["pool"]):
+            check_keys(part, POOL_ENTRY_SCHEMA, f"data.pool[{i}]", args.config)
     if args.limit:
         config["data"]["limit"] = args.limit
     if args.results:
@@ -85,11 +111,6 @@ def load_config(argv=None) -> dict:
     bad = set(config.get("sources", SOURCES)) - set(SOURCES)
     if bad:
         raise SystemExit(f"{args.config}: unknown sources {sorted(bad)}; known: {sorted(SOURCES)}")
-    RewardTrainingConfig(**{k: v for k, v in config["reward_model"].items() if k != "backbone"})  # typos fail here
-    for name, variant in config.get("prompt_choice", {}).get("variants", {}).items():
-        if set(variant) - VARIANT_KEYS:
-            raise SystemExit(f"{args.config}: prompt_choice variant {name!r} has unknown keys "
-                             f"{sorted(set(variant) - VARIANT_KEYS)}; known: {sorted(VARIANT_KEYS)}")
     if ("ai_pairs" in config or "human_pairs_curve" in config) and "pool" not in config["data"]:
         raise SystemExit(f"{args.config}: ai_pairs and human_pairs_curve need the pool shape of data "
                          "(pool, heldout_pairs, human_pairs)")
