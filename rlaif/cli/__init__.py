@@ -1,4 +1,4 @@
-"""Command line: ``rlaif label``, ``merge``, ``report``, ``compare``, ``export``, ``browse``,
+"""Command line: ``rlaif label``, ``merge``, ``report``, ``compare``, ``export``, ``browse``, ``serve``,
 ``templates``, ``models``.
 
 One module per group of commands, each adding its subcommands with ``add_commands``; ``main`` turns the
@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 
-from rlaif.cli import catalogue, label, labels_files, run_config
+from rlaif.cli import catalogue, label, labels_files, run_config, serve
 
 
 class Stopped(BaseException):
@@ -27,7 +27,7 @@ def _raise_stopped(signum, frame):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlaif", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    for group in (label, labels_files, catalogue):
+    for group in (label, labels_files, serve, catalogue):
         group.add_commands(commands)
     parser.commands = commands.choices  # name -> the command's parser, for --config
     return parser
