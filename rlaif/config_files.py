@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from rlaif.file_writes import atomic_write_bytes
+
 #: A mapping whose keys are not checked (options passed through to another library).
 ANY_KEYS = "any keys"
 #: The key of a schema for a mapping of named entries, each checked by the schema it maps to.
@@ -81,5 +83,5 @@ def write_config(path: str | Path, config: Mapping[str, Any], header: str = "") 
     """Write ``config`` as YAML (values made plain through JSON), with ``header`` as comment lines."""
     plain = json.loads(json.dumps(config, default=str))
     comments = "".join(f"# {line}\n" for line in header.splitlines())
-    Path(path).write_text(comments + yaml.safe_dump(plain, sort_keys=False, allow_unicode=True))
+    atomic_write_bytes(path, (comments + yaml.safe_dump(plain, sort_keys=False, allow_unicode=True)).encode())
     return Path(path)

@@ -5,6 +5,11 @@ for ``.parquet``, converted atomically at the end). Each batch is flushed and
 fsynced; a line cut off by a crash is dropped on the next start. Rows carry a
 ``run_id`` (hash of model, template and settings): resuming into a file written
 by a different run is refused rather than mixing labels.
+
+A write that fails (full disk, I/O error, read-only folder) stops the run with a
+``rlaif.file_writes.WriteError`` naming the file: a failed step is cut back off the journal, so it
+holds only whole steps, and a failed final write leaves the journal as it was,
+so the same command, run again once there is room, resumes.
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ import json
 import math
 import os
 import signal
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from rlaif.file_writes import RERUN, WriteError, atomic_write_bytes, write_all
 from rlaif.labels_table import RETRY_FLAGS, pair_hash
 from rlaif.output_lock import OutputLock
 from rlaif.pairs import PreferencePair
@@ -34,22 +39,9 @@ class StoreError(RuntimeError):
     """An output file that cannot be resumed into as asked."""
 
 
-def _journal_path(out: Path) -> Path:
+def journal_path(out: Path) -> Path:
+    """Where finished steps are appended: the output itself for .jsonl, ``OUT.partial.jsonl`` for .parquet."""
     return out if out.suffix == ".jsonl" else out.with_name(out.name + ".partial.jsonl")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, fsync, then rename over it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_journal(path: Path, *, repair: bool = True) -> list[dict[str, Any]]:
@@ -68,7 +60,10 @@ def read_journal(path: Path, *, repair: bool = True) -> list[dict[str, Any]]:
                 raise StoreError(f"{path}: line {line_no} is not valid JSON ({exc.msg}); "
                                  "it was not written by rlaif, or was edited: use --fresh to start over") from None
     if repair and len(complete) != len(data):
-        atomic_write_bytes(path, complete)
+        try:
+            os.truncate(path, len(complete))  # needs no free space, unlike a rewrite: works on a full disk
+        except OSError as exc:
+            raise WriteError(path, exc, f"its last line is incomplete and could not be cut off; {RERUN}") from exc
     return rows
 
 
@@ -80,7 +75,7 @@ class LabelStore:
         if self.out.suffix not in OUTPUT_SUFFIXES:
             raise StoreError(f"{self.out}: output must end in {' or '.join(OUTPUT_SUFFIXES)}")
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.journal = _journal_path(self.out)
+        self.journal = journal_path(self.out)
         self.run_id = run_id
         if fresh:
             self.journal.unlink(missing_ok=True)
@@ -107,18 +102,43 @@ class LabelStore:
         stops = {signal.SIGINT, signal.SIGTERM}
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
         try:
-            with open(self.journal, "ab") as handle:
-                handle.write(lines)
-                handle.flush()
-                os.fsync(handle.fileno())
+            self._append_whole(lines)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+    def _append_whole(self, lines: bytes) -> None:
+        """Write and fsync ``lines``; if that fails, cut the journal back to its size before, so it holds
+        whole steps only (should even that fail, the torn last line is dropped on resume)."""
+        kept = f"every finished step before this one is kept there; {RERUN}"
+        try:
+            fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise WriteError(self.journal, exc, kept) from exc
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                write_all(fd, lines)
+                os.fsync(fd)
+            except OSError as exc:
+                try:
+                    os.ftruncate(fd, size)
+                    os.fsync(fd)
+                except OSError:
+                    pass
+                raise WriteError(self.journal, exc, kept) from exc
+        finally:
+            os.close(fd)
 
     def finish(self, rows: list[dict[str, Any]]) -> None:
         """Write the final output atomically: this job's rows in input order, then any rows
         an earlier, larger job of the same run labeled (kept, never thrown away)."""
         ids = {row["id"] for row in rows}
-        write_labels(rows + [row for pair_id, row in self.done.items() if pair_id not in ids], self.out)
+        try:
+            write_labels(rows + [row for pair_id, row in self.done.items() if pair_id not in ids], self.out)
+        except WriteError as exc:
+            where = "as it was" if self.journal == self.out else f"in {self.journal}"
+            raise WriteError(self.out, exc.error, f"every labeled step is kept {where}; {RERUN} "
+                                                  "(only this file is left to write)") from exc
         if self.out.suffix == ".parquet":
             self.journal.unlink(missing_ok=True)
 

@@ -16,6 +16,8 @@ import fcntl
 import os
 from pathlib import Path
 
+from rlaif.file_writes import RERUN, WriteError
+
 
 class OutputInUseError(RuntimeError):
     """Another process is writing the same output."""
@@ -41,6 +43,25 @@ class OutputLock:
             fd, count = _held[self.path]
             _held[self.path] = (fd, count + 1)
             return self
+        try:  # a full disk or a read-only folder: said before any work, with nothing left locked
+            fd = self._lock()
+        except OSError as exc:
+            raise self._cannot_write(exc) from exc
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            os.close(fd)
+            raise self._cannot_write(exc) from exc
+        _held[self.path] = (fd, 1)
+        return self
+
+    def _cannot_write(self, error: OSError) -> WriteError:
+        return WriteError(self.path, error, f"the lock that keeps a second run off {self.out} cannot be made there; "
+                                            f"{RERUN}")
+
+    def _lock(self) -> int:
+        """An open descriptor of the lock file, flock-ed by this process."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -58,10 +79,7 @@ class OutputLock:
             if same:
                 break
             os.close(fd)  # the holder removed the file between our open and our lock: try the new one
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        _held[self.path] = (fd, 1)
-        return self
+        return fd
 
     def release(self) -> None:
         fd, count = _held[self.path]

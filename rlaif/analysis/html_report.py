@@ -13,6 +13,7 @@ import pandas as pd
 
 from rlaif.analysis import agreement, biases, calibration, plots
 from rlaif.analysis.report import analyze, format_report
+from rlaif.file_writes import atomic_write_bytes
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;color:#222}
 table{border-collapse:collapse;margin:.5rem 0 1.5rem}td,th{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}
@@ -77,8 +78,6 @@ def render_html(labels: pd.DataFrame, *, title: str = "rlaif report", by: str = 
 def write_html(labels: pd.DataFrame, path: str | Path, *, pairs: str | Path | None = None, **kwargs) -> Path:
     """Write the report; ``pairs`` (a pair browser's file) is linked by its path relative to the
     report, so the two files can be moved or shared together."""
-    from rlaif.label_store import atomic_write_bytes
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if pairs is not None:

@@ -27,6 +27,7 @@ import pandas as pd
 
 from rlaif.analysis.biases import same_position
 from rlaif.export import pairs_for_rows
+from rlaif.file_writes import atomic_write_bytes
 from rlaif.labels_table import ai_choices, numeric, scored
 from rlaif.pairs import PreferencePair
 
@@ -103,8 +104,7 @@ def render_browser(labels: pd.DataFrame, pairs: Sequence[PreferencePair], *, tit
 
 
 def write_browser(labels: pd.DataFrame, pairs: Sequence[PreferencePair], path: str | Path, **kwargs) -> Path:
-    from rlaif.label_store import atomic_write_bytes
-
+    """Write the page for ``labels``, texts taken from ``pairs``: one file that opens offline, on its own."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # a lone surrogate in a text (pair_hash accepts them) cannot be UTF-8: shown as "?"
