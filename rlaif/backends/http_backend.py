@@ -14,7 +14,12 @@ Three ways to read label log-probs, by what the server offers (``method``):
   error, not a guess.
 
 Requests run concurrently (``max_concurrency`` in flight), each with a timeout, and
-are retried with exponential backoff on 429, 5xx and dropped connections. The API
+are retried with exponential backoff on 429, 5xx, dropped connections, timeouts (also a
+body that stalls half-sent) and a 200 whose body is not JSON (a server mid-restart or a
+proxy's error page). Every answer is checked against its request before it is read
+(``answer_problem``); one that does not fit (choices missing, extra or misnumbered, a
+sampled token the request did not allow) fails at once: a server that answers another
+question is not having a transient problem, and no label is read from it. The API
 key is read from the environment variable ``api_key_env`` when a request is made; it
 is never stored on the backend, logged, or written to any output.
 """
@@ -46,6 +51,47 @@ RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 class HTTPBackendError(RuntimeError):
     """A request the server refused, or kept failing after every retry."""
+
+
+def _prompt_count(body: dict[str, Any]) -> int:
+    """Prompts in a request: the backend sends one, but the API also takes a list of them."""
+    prompt = body.get("prompt")
+    return len(prompt) if isinstance(prompt, list) and prompt and isinstance(prompt[0], (list, str)) else 1
+
+
+def answer_problem(body: dict[str, Any], answer: Any) -> str | None:
+    """Why ``answer`` is not an answer to ``body``, or None: the one place answers are checked, so
+    that no label is ever read from an answer to another question.
+
+    ``n`` choices per prompt, indexed from 0; with ``allowed_token_ids``, the sampled token is one
+    of them and is among the returned log-probs (vLLM always returns it), so log-probs keyed by
+    other tokens are refused rather than read. Missing log-probs are left to the readers, which
+    name the method to use instead.
+    """
+    if not isinstance(answer, dict):
+        return f"the answer is a JSON {type(answer).__name__}, not an object: {str(answer)[:200]!r}"
+    choices = answer.get("choices")
+    if not isinstance(choices, list) or not all(isinstance(choice, dict) for choice in choices):
+        return f"the answer holds no list of choices: {str(answer)[:200]!r}"
+    want = _prompt_count(body) * body.get("n", 1)
+    indices = [choice.get("index") for choice in choices]
+    if sorted(index for index in indices if isinstance(index, int)) != list(range(want)):
+        return f"{len(choices)} choices with indices {indices[:8]} for a request that asks for {want} (0..{want - 1})"
+    allowed, logprobs = body.get("allowed_token_ids"), (choices or [{}])[0].get("logprobs")
+    if not allowed or not isinstance(logprobs, dict) or not logprobs.get("tokens"):
+        return None
+    sampled, top = str(logprobs["tokens"][0]), logprobs.get("top_logprobs")
+    top = top[0] if isinstance(top, list) and top else None
+    if not sampled.startswith("token_id:"):
+        return None  # tokens as text: the reader says which method to use
+    if not sampled.removeprefix("token_id:").isdigit() or int(sampled.removeprefix("token_id:")) not in allowed:
+        return (f"it sampled {sampled}, which the request did not allow ({sorted(allowed)[:8]}): log-probs for "
+                "other tokens than asked (does the server ignore allowed_token_ids? vLLM does not)")
+    if not isinstance(top, dict) or sampled not in top:
+        return f"the sampled {sampled} is not among the top log-probs it returned ({list(top or {})[:5]})"
+    if not all(isinstance(value, (int, float)) for value in top.values()):
+        return f"top log-probs that are not numbers: {str(top)[:200]}"
+    return None
 
 
 def run_sync(coroutine):
@@ -103,22 +149,32 @@ class OpenAICompatibleBackend:
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     async def _post(self, client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST with retries: 429/5xx and transport errors back off exponentially (with jitter,
-        honouring Retry-After); other errors fail at once with the server's message."""
+        """POST with retries: 429/5xx, transport errors (timeouts included) and a 200 that is not
+        JSON back off exponentially (with jitter, honouring Retry-After); other errors, and an answer
+        that does not fit the request, fail at once with the server's message."""
         for attempt in range(self.max_retries + 1):
             self.stats["requests"] += 1
             self.stats["retries"] += attempt > 0
             wait = min(self.max_backoff, self.backoff * 2 ** attempt) * (0.5 + random.random() / 2)
             try:
                 response = await client.post(path, json=body)
-            except httpx.TransportError as exc:  # refused, reset, dropped mid-answer, timed out
+            except httpx.TimeoutException as exc:  # no answer, or a body that stalled half-sent
+                problem = f"{type(exc).__name__}: no progress within the {self.timeout:g} s timeout" + (
+                    f" ({exc})" if str(exc) else "")
+            except httpx.TransportError as exc:  # refused, reset, dropped mid-answer
                 problem = f"{type(exc).__name__}: {exc}"
             else:
                 if response.status_code == 200:
                     try:
-                        return response.json()
-                    except ValueError:
-                        problem = "the answer was not JSON"
+                        answer = response.json()
+                    except ValueError as exc:  # a truncated body, a proxy's HTML page
+                        problem = f"HTTP 200 but the body was not JSON ({exc}): {response.text[:200]!r}"
+                    else:
+                        mismatch = answer_problem(body, answer)
+                        if mismatch is None:
+                            return answer
+                        raise HTTPBackendError(f"{self.base_url}{path}: the answer does not fit the request: "
+                                               f"{mismatch}; not retried, and no label read from it")
                 elif response.status_code in RETRY_STATUSES:
                     problem = f"HTTP {response.status_code}: {response.text[:200]}"
                     retry_after = response.headers.get("retry-after", "")
