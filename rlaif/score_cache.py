@@ -32,8 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from rlaif.backends.base import LabelBackend
-from rlaif.backends.label_tokens import Continuation
+from rlaif.backends.base import LabelBackend, WrappedBackend
 
 log = logging.getLogger(__name__)
 
@@ -111,18 +110,18 @@ def _texts(value: Any, length: int) -> bool:
     return isinstance(value, list) and len(value) == length and all(isinstance(x, str) for x in value)
 
 
-class CachedBackend:
+class CachedBackend(WrappedBackend):
     """Wraps a LabelBackend; ``hits`` and ``misses`` count prompts answered from disk or scored.
 
-    Itself a complete LabelBackend: what is not cached (tokens, limits, chat wrapping) is the
-    wrapped engine's, member by member; anything else of the engine's is at ``.backend``.
+    What is not cached (tokens, limits, chat wrapping) is the wrapped engine's, at ``.backend``.
     ``invalid`` counts stored values that were unusable and so scored again; ``set_aside``
     lists where damaged cache files were moved. Raises ``CacheLockedError`` or ``CacheError``
     when the file cannot be used, before any prompt is scored.
     """
 
     def __init__(self, backend: LabelBackend, path: str | Path):
-        self.backend, self.path = backend, Path(path)
+        super().__init__(backend)
+        self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.set_aside: list[Path] = []
         self._warned: set[str] = set()
@@ -282,26 +281,6 @@ class CachedBackend:
             self._store([(keys[i], texts) for i, texts in zip(missing, made)])
             found.update((keys[i], texts) for i, texts in zip(missing, made))
         return [found[key] for key in keys]
-
-    def chat_prompt(self, message: str, reply_prefix: str) -> str:
-        return self.backend.chat_prompt(message, reply_prefix)
-
-    @property
-    def max_prompt_tokens(self) -> int | None:
-        return self.backend.max_prompt_tokens
-
-    @property
-    def pairs_per_step(self) -> int:
-        return self.backend.pairs_per_step
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return self.backend.count_tokens(texts)
-
-    def continuations(self, prompt: str, labels: Sequence[str]) -> list[Continuation]:
-        return self.backend.continuations(prompt, labels)
-
-    def fingerprint(self) -> dict[str, Any]:
-        return self.backend.fingerprint()
 
     def close(self) -> None:
         self._db.close()

@@ -10,7 +10,7 @@ import numpy as np
 
 from rlaif.backends.label_tokens import Continuation, LabelTokenError
 
-__all__ = ["Continuation", "LabelBackend", "LabelTokenError", "cut_at_stop"]
+__all__ = ["Continuation", "LabelBackend", "LabelTokenError", "WrappedBackend", "cut_at_stop"]
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
@@ -60,3 +60,37 @@ class LabelBackend(Protocol):
 
     def fingerprint(self) -> dict[str, Any]:
         """Everything about the engine that changes the numbers (model, revision, dtype, ...)."""
+
+
+class WrappedBackend:
+    """A backend in front of another (the score cache, the dry run's recorder): every member it does
+    not define is the wrapped engine's, so the wrapper is a complete ``LabelBackend`` by construction."""
+
+    def __init__(self, backend: LabelBackend):
+        self.backend = backend
+
+    @property
+    def max_prompt_tokens(self) -> int | None:
+        return self.backend.max_prompt_tokens
+
+    @property
+    def pairs_per_step(self) -> int:
+        return self.backend.pairs_per_step
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self.backend.count_tokens(texts)
+
+    def continuations(self, prompt: str, labels: Sequence[str]) -> list[Continuation]:
+        return self.backend.continuations(prompt, labels)
+
+    def label_logprobs(self, prompts: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+        return self.backend.label_logprobs(prompts, labels)
+
+    def generate(self, prompts: Sequence[str], **options: Any) -> list[list[str]]:
+        return self.backend.generate(prompts, **options)
+
+    def chat_prompt(self, message: str, reply_prefix: str) -> str:
+        return self.backend.chat_prompt(message, reply_prefix)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return self.backend.fingerprint()
