@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rlaif.backends.base import Continuation, LabelBackend
+from rlaif.backends.base import LabelBackend, WrappedBackend
 
 #: The placeholder rationale's unit: one token in the tokenizers rlaif ships with (a space and a letter).
 PLACEHOLDER_TOKEN = " x"
@@ -35,33 +35,13 @@ WARMUP_PROMPTS = 16
 WARMUP_NEW_TOKENS = 8
 
 
-class RecordingBackend:
+class RecordingBackend(WrappedBackend):
     """A stand-in engine for a dry run: records the prompts, scores nothing (see the module docstring)."""
 
     def __init__(self, backend: LabelBackend):
-        self.backend = backend
+        super().__init__(backend)
         self.label_steps: list[tuple[list[str], tuple[str, ...]]] = []  # one entry per label_logprobs call
         self.generate_steps: list[tuple[list[str], dict[str, Any]]] = []  # one entry per generate call
-
-    @property
-    def max_prompt_tokens(self) -> int | None:
-        return self.backend.max_prompt_tokens
-
-    @property
-    def pairs_per_step(self) -> int:
-        return self.backend.pairs_per_step
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return self.backend.count_tokens(texts)
-
-    def continuations(self, prompt: str, labels: Sequence[str]) -> list[Continuation]:
-        return self.backend.continuations(prompt, labels)
-
-    def chat_prompt(self, message: str, reply_prefix: str) -> str:
-        return self.backend.chat_prompt(message, reply_prefix)
-
-    def fingerprint(self) -> dict[str, Any]:
-        return self.backend.fingerprint()
 
     def label_logprobs(self, prompts: Sequence[str], labels: Sequence[str]) -> np.ndarray:
         self.label_steps.append((list(prompts), tuple(labels)))
@@ -90,6 +70,7 @@ class CostEstimate:
     warmup_seconds: float           #: the timed warm-up step
     estimated_seconds: float        #: the whole run, scaled from the warm-up
     first_prompt: str | None        #: the first label prompt, exactly as the model will see it
+    load_seconds: float = 0.0       #: loading the model, as this process just did (a real run pays it again)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -180,7 +161,11 @@ def format_cost(cost: CostEstimate) -> str:
     lines += [
         f"model weights            {size(cost.weights_bytes)}",
         f"peak memory (process)    {size(cost.peak_rss_bytes)} after the warm-up",
-        f"estimated wall time      {cost.estimated_seconds:,.0f} s ({minutes:,.1f} min), scaled from a "
+        f"estimated labeling time  {cost.estimated_seconds:,.0f} s ({minutes:,.1f} min), scaled from a "
         f"{cost.warmup_seconds:.1f} s warm-up on this machine; the score cache and --resume can only shorten it",
     ]
+    if cost.load_seconds:
+        total = cost.load_seconds + cost.estimated_seconds
+        lines.append(f"estimated wall time      {total:,.0f} s ({total / 60:,.1f} min), with "
+                     f"{cost.load_seconds:,.0f} s to load the model (as measured just now)")
     return "\n".join(lines)

@@ -3,6 +3,7 @@ ignore, and ``--dry-run``. In process with the fake engine where no model is nee
 where the point is that a rerun from the written config gives the same labels."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -173,7 +174,8 @@ def test_dry_run_from_the_command_line_writes_nothing(tmp_path, fake_engine, cap
     out = tmp_path / "labels.jsonl"
     assert main(["label", "--data", "examples", "--format", "examples", "--out", str(out), "--dry-run"]) == 0
     printed = capsys.readouterr().out
-    assert "label prompts            48 in 3 steps" in printed and "estimated wall time" in printed
+    assert "label prompts            48 in 3 steps" in printed and "estimated labeling time" in printed
+    assert re.search(r"estimated wall time +\d+ s .*, with \d+ s to load the model", printed)
     assert list(tmp_path.iterdir()) == []
 
 

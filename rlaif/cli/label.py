@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 
@@ -86,7 +87,9 @@ def label_run(args: argparse.Namespace, template, prompting, shard: tuple[int, i
     if args.dry_run:
         from rlaif.dry_run import estimate_cost, format_cost
 
-        print(format_cost(estimate_cost(backend, lambda engine: run(engine, None))))
+        loaded = time.time() - started
+        cost = estimate_cost(backend, lambda engine: run(engine, None))
+        print(format_cost(dataclasses.replace(cost, load_seconds=loaded)))
         print("dry run: nothing written", file=sys.stderr)
         return 0
     if args.dtype is None and backend.fingerprint().get("dtype") in ("float32", "bfloat16", "float16", "mixed"):
