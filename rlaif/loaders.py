@@ -111,8 +111,8 @@ def parse_hhh(record: Row, row: int, name: str, seed: int) -> list[PreferencePai
     scores = record.get("target_scores")
     if not isinstance(scores, Mapping) or len(scores) < 2:
         raise DataError("must map at least two responses to scores", field_name="target_scores")
-    if not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in scores.values()):
-        raise DataError("scores must be numbers", field_name="target_scores")
+    if not all(isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) for s in scores.values()):
+        raise DataError("scores must be finite numbers", field_name="target_scores")
     if any("\x00" in target for target in scores):
         raise DataError("a response contains a NUL byte", field_name="target_scores")
     ranked = sorted(scores.items(), key=lambda item: -item[1])
@@ -164,7 +164,15 @@ def parse_tldr(record: Row, row: int, name: str, seed: int) -> list[PreferencePa
     summaries = record.get("summaries")
     if not isinstance(summaries, list) or len(summaries) != 2:
         raise DataError("must be a list of two summaries", field_name="summaries")
-    texts = [_text(summary, "text") for summary in summaries]
+    texts = []
+    for i, summary in enumerate(summaries):
+        if not isinstance(summary, Mapping):
+            raise DataError(f"must be an object with a text, got {type(summary).__name__}",
+                            field_name=f"summaries[{i}]")
+        try:
+            texts.append(_text(summary, "text"))
+        except DataError as error:
+            raise DataError(error.reason, field_name=f"summaries[{i}].text") from None
     choice = record.get("choice")
     if choice not in (0, 1) or isinstance(choice, bool):
         raise DataError(f"must be 0 or 1, got {choice!r}", field_name="choice")
@@ -254,7 +262,7 @@ def generic_parser(columns: Mapping[str, str] | None = None,
             key = raw.strip() if isinstance(raw, str) else raw
             if isinstance(key, float) and key.is_integer():
                 key = int(key)
-            if isinstance(key, str) and key not in labels and key.lstrip("-").isdigit():
+            if isinstance(key, str) and key not in labels and re.fullmatch(r"-?\d{1,18}", key):
                 key = int(key)  # CSV cells are text: "0" finds a label_map written with 0
             if isinstance(key, bool) or not isinstance(key, Hashable) or key not in labels:
                 raise DataError(f"value {raw!r} is not one of {sorted(set(map(str, labels)))}; "

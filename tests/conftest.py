@@ -3,6 +3,10 @@
 from pathlib import Path
 
 import pytest
+from fuzzing import load_profile
+
+# The fuzz tests' hypothesis profile: `fast` (CI) unless RLAIF_HYPOTHESIS_PROFILE=long (see fuzzing.py).
+load_profile()
 
 #: Real human preference data, kept outside the repository (see ../shared/data/README.md).
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

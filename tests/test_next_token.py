@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from fuzzing import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -49,7 +50,7 @@ labels_strategy = st.lists(st.lists(st.integers(0, VOCAB - 1), min_size=1, max_s
                            min_size=2, max_size=5, unique=True)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(prompts=st.lists(st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=4).map(tuple), min_size=1,
                         max_size=4), labels=labels_strategy, k=st.integers(0, 3))
 def test_scores_are_exact_whatever_the_top_k(prompts, labels, k):

@@ -4,6 +4,7 @@ key/value caches on tiny random models of three architectures, against each mode
 import numpy as np
 import pytest
 import torch
+from fuzzing import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -45,7 +46,7 @@ def test_bad_reads_are_refused():
         prefix_tree([[1, 2]], [1, 1])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.lists(st.integers(0, 2), min_size=1, max_size=12), min_size=1, max_size=12),
        st.integers(1, 4), st.data())
 def test_prefix_tree_covers_every_sequence_once_with_true_shares(sequences, min_shared, data):
@@ -64,7 +65,7 @@ def test_prefix_tree_covers_every_sequence_once_with_true_shares(sequences, min_
     assert tree.end == 0 or tree.end >= min_shared
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.integers(1, 50), max_size=30), st.integers(1, 200), st.one_of(st.none(), st.integers(1, 5)),
        st.sampled_from([0.0, 0.1, 0.5, 1.0]))
 def test_token_batches_respect_every_cap_and_lose_nothing(lengths, max_tokens, max_rows, max_padding):
