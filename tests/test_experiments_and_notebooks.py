@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from fakes import FakeBackend
 
-from rlaif import PromptTemplate, label_pairs, load_pairs, read_labels, summarize
+from rlaif import ConfigError, PromptTemplate, label_pairs, load_pairs, read_labels, summarize
 from rlaif.pairs import TIE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -215,5 +215,5 @@ variants:
         assert (tmp_path / "results" / name).is_file()
     bad = tmp_path / "bad.yaml"
     bad.write_text(config.read_text().replace("shots: 2", "shotz: 2"))
-    with pytest.raises(TypeError, match="shotz"):
+    with pytest.raises(ConfigError, match=r"unknown key 'variants\.two_shot\.shotz' \(did you mean 'shots'\?\)"):
         module.main(["--config", str(bad)], backend=Both())
