@@ -11,8 +11,8 @@ clients in threads, each taking the next request as soon as its last one is answ
 level: rewards/s (items answered / wall seconds), request latency p50/p95, and the mean number of
 prompts per backend step (from the server's /health counters), which is what batching buys.
 The in-process ``DirectScorer`` on the same items, in one call (one padded batch of them all), is
-the reference the served rewards are compared with (``--no-baseline`` skips it); a warm-up request
-runs before the clock starts.
+the ceiling and the reference the served rewards are compared with (``--no-baseline`` skips it); a
+warm-up request runs before the clock starts.
 """
 
 from __future__ import annotations
