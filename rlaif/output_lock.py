@@ -71,7 +71,10 @@ class OutputLock:
                 holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
                 os.close(fd)
                 raise OutputInUseError(f"{self.out} is being written by another rlaif process (pid {holder}); "
-                                 f"wait for it to finish, stop it, or choose another --out") from None
+                                       f"wait for it to finish, stop it, or choose another --out") from None
+            except OSError:  # not held elsewhere, but not lockable either: say so without leaking the descriptor
+                os.close(fd)
+                raise
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
